@@ -1,0 +1,29 @@
+"""perceiver-io-torch: Perceiver IO in PyTorch (Jaegle et al., 2021)."""
+
+from .adapters import (
+    ClassificationOutputAdapter,
+    ClassificationOutputAdapterConfig,
+    ImageInputAdapter,
+    ImageInputAdapterConfig,
+    TextInputAdapter,
+    TextInputAdapterConfig,
+)
+from .core import (
+    DecoderConfig,
+    EncoderConfig,
+    PerceiverDecoder,
+    PerceiverEncoder,
+    PositionEncodingConfig,
+)
+from .core.perceiver import PerceiverIO, PerceiverIOConfig
+from .serialization import from_pretrained, save_pretrained
+from .tokenizer import ByteTokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ByteTokenizer", "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "DecoderConfig", "EncoderConfig",
+    "ImageInputAdapter", "ImageInputAdapterConfig", "PerceiverDecoder", "PerceiverEncoder", "PerceiverIO",
+    "PerceiverIOConfig", "PositionEncodingConfig", "TextInputAdapter", "TextInputAdapterConfig",
+    "from_pretrained", "save_pretrained",
+]

@@ -1,0 +1,1 @@
+"""Weight conversion between this library and transformers' / the official Perceiver IO checkpoints."""

@@ -1,0 +1,185 @@
+"""Multi-head attention and the two Perceiver IO layers (cross-attention, self-attention).
+
+Numerics follow the official code: logits scaled by 1/sqrt(qk head dim), pre-LayerNorm with
+eps 1e-5, and a query whose keys are all masked yields zeros before the output projection.
+Attention itself runs through ``F.scaled_dot_product_attention`` (fused kernels).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .init import variance_scaling_
+from .validation import check_choice, check_divisible
+
+LAYER_NORM_EPS = 1e-5
+ACTIVATIONS = ("gelu_tanh", "gelu")
+
+
+def _gelu(activation: str) -> nn.GELU:
+    check_choice("activation", activation, ACTIVATIONS)
+    return nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with four linears (q, k, v, out) and the official channel defaults.
+
+    ``qk_channels`` defaults to ``num_q_channels``, ``v_channels`` to ``qk_channels`` and
+    ``output_channels`` to ``v_channels``; ``qk_channels`` and ``v_channels`` must divide by
+    ``num_heads``.
+    """
+
+    def __init__(
+        self,
+        num_q_channels: int,
+        num_kv_channels: int,
+        num_heads: int,
+        qk_channels: int | None = None,
+        v_channels: int | None = None,
+        output_channels: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        qk_channels = qk_channels or num_q_channels
+        v_channels = v_channels or qk_channels
+        output_channels = output_channels or v_channels
+        check_divisible("qk_channels", qk_channels, num_heads)
+        check_divisible("v_channels", v_channels, num_heads)
+        self.num_heads = num_heads
+        self.qk_channels = qk_channels
+        self.v_channels = v_channels
+        self.dropout = dropout
+        self.q = variance_scaling_(nn.Linear(num_q_channels, qk_channels))
+        self.k = variance_scaling_(nn.Linear(num_kv_channels, qk_channels))
+        self.v = variance_scaling_(nn.Linear(num_kv_channels, v_channels))
+        self.out = variance_scaling_(nn.Linear(v_channels, output_channels))
+
+    def forward(
+        self, x_q: torch.Tensor, x_kv: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attend from ``x_q [B, Nq, Cq]`` to ``x_kv [B, Nk, Ckv]``; returns ``[B, Nq, output_channels]``.
+
+        ``attention_mask`` (bool, True = attend) is ``[B, Nk]`` (same keys for every query) or
+        ``[B, Nq, Nk]``. Callers validate shapes; this is the hot path.
+        """
+        b, nq, _ = x_q.shape
+        nk = x_kv.shape[1]
+        h = self.num_heads
+        q = self.q(x_q).view(b, nq, h, -1).transpose(1, 2)
+        k = self.k(x_kv).view(b, nk, h, -1).transpose(1, 2)
+        v = self.v(x_kv).view(b, nk, h, -1).transpose(1, 2)
+
+        sdpa_mask = keep_rows = None
+        if attention_mask is not None:
+            # A row with no key left would be all -inf for the fused kernel (NaN). The official
+            # code outputs zeros there, so such rows attend to everything and are wiped after.
+            keep_rows = attention_mask.any(dim=-1, keepdim=True)  # [B, 1] or [B, Nq, 1]
+            full = attention_mask | ~keep_rows
+            sdpa_mask = full[:, None, None, :] if full.dim() == 2 else full[:, None]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=sdpa_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        out = out.transpose(1, 2).reshape(b, nq, self.v_channels)
+        if keep_rows is not None:
+            out = out * (keep_rows[:, :, None] if keep_rows.dim() == 2 else keep_rows).to(out.dtype)
+        return self.out(out)
+
+
+class MLP(nn.Sequential):
+    """``Linear(C, wC) -> GELU -> Linear(wC, C) -> Dropout``."""
+
+    def __init__(self, num_channels: int, widening_factor: int = 1, activation: str = "gelu_tanh", dropout: float = 0.0):
+        hidden = widening_factor * num_channels
+        super().__init__(
+            variance_scaling_(nn.Linear(num_channels, hidden)),
+            _gelu(activation),
+            variance_scaling_(nn.Linear(hidden, num_channels)),
+            nn.Dropout(dropout),
+        )
+
+
+class CrossAttentionLayer(nn.Module):
+    """``x = [q +] Attn(LN(q), LN(kv))``, then ``x = x + MLP(LN(x))``; output has the query's channels.
+
+    ``qk_channels`` defaults to the kv channels (``shape_for_attn="kv"``) or to the query
+    channels (``"q"``); ``v_channels`` defaults to ``qk_channels``.
+    """
+
+    def __init__(
+        self,
+        num_q_channels: int,
+        num_kv_channels: int,
+        num_heads: int = 1,
+        qk_channels: int | None = None,
+        v_channels: int | None = None,
+        widening_factor: int = 1,
+        shape_for_attn: str = "kv",
+        use_query_residual: bool = True,
+        activation: str = "gelu_tanh",
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_choice("shape_for_attn", shape_for_attn, ("q", "kv"))
+        if qk_channels is None:
+            qk_channels = num_kv_channels if shape_for_attn == "kv" else num_q_channels
+        self.use_query_residual = use_query_residual
+        self.q_norm = nn.LayerNorm(num_q_channels, eps=LAYER_NORM_EPS)
+        self.kv_norm = nn.LayerNorm(num_kv_channels, eps=LAYER_NORM_EPS)
+        self.attention = MultiHeadAttention(
+            num_q_channels, num_kv_channels, num_heads, qk_channels, v_channels, num_q_channels, attention_dropout
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.mlp_norm = nn.LayerNorm(num_q_channels, eps=LAYER_NORM_EPS)
+        self.mlp = MLP(num_q_channels, widening_factor, activation, dropout)
+
+    def forward(
+        self, x_q: torch.Tensor, x_kv: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x_q [B, Nq, Cq]``, ``x_kv [B, Nk, Ckv]`` -> ``[B, Nq, Cq]``."""
+        a = self.dropout(self.attention(self.q_norm(x_q), self.kv_norm(x_kv), attention_mask))
+        x = x_q + a if self.use_query_residual else a
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class SelfAttentionLayer(nn.Module):
+    """``x = x + Attn(LN(x))``, then ``x = x + MLP(LN(x))``.
+
+    ``qk_channels`` defaults to the input channels and ``v_channels`` to ``qk_channels``; the
+    attention output has ``v_channels`` channels (official), so ``v_channels`` must equal
+    ``num_channels`` for the residual.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        num_heads: int = 8,
+        qk_channels: int | None = None,
+        v_channels: int | None = None,
+        widening_factor: int = 1,
+        activation: str = "gelu_tanh",
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        out_channels = v_channels or qk_channels or num_channels
+        if out_channels != num_channels:
+            raise ValueError(
+                f"v_channels: self-attention outputs v_channels channels, which must equal the "
+                f"{num_channels} latent channels for the residual; got {out_channels}"
+            )
+        self.norm = nn.LayerNorm(num_channels, eps=LAYER_NORM_EPS)
+        self.attention = MultiHeadAttention(
+            num_channels, num_channels, num_heads, qk_channels, v_channels, None, attention_dropout
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.mlp_norm = nn.LayerNorm(num_channels, eps=LAYER_NORM_EPS)
+        self.mlp = MLP(num_channels, widening_factor, activation, dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, N, C]`` -> ``[B, N, C]``."""
+        x_norm = self.norm(x)
+        x = x + self.dropout(self.attention(x_norm, x_norm, attention_mask))
+        return x + self.mlp(self.mlp_norm(x))

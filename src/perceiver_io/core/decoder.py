@@ -1,0 +1,183 @@
+"""The Perceiver IO decoder: output queries cross-attend to the latents, then an optional Linear.
+
+Queries come from a query provider (a trainable table or Fourier positions over an output grid,
+:class:`~perceiver_io.core.position.PositionEncodingConfig`) or from the caller. The decoder can
+decode a subset of the output grid (``subsampled_output_points``, official position rule) and
+decode in chunks of queries so that a million outputs fit in bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import ACTIVATIONS, CrossAttentionLayer
+from .config import Config
+from .init import linear
+from .position import PositionEncodingConfig, build_position_encoding, check_indices
+from .validation import check_choice, check_mask, check_positive, check_tensor
+
+
+@dataclass
+class DecoderConfig(Config):
+    """Official ``BasicDecoder`` arguments.
+
+    ``query``: how queries are made (``None`` = the caller passes them, with
+    ``num_query_channels`` channels). ``num_output_channels``: size of the final Linear
+    (``None`` = no final projection, output has the query's channels).
+    """
+
+    num_latent_channels: int
+    query: PositionEncodingConfig | None = None
+    num_query_channels: int | None = None
+    num_output_channels: int | None = None
+    num_heads: int = 1
+    qk_channels: int | None = None
+    v_channels: int | None = None
+    widening_factor: int = 1
+    use_query_residual: bool = False
+    activation: str = "gelu_tanh"
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_positive("num_latent_channels", self.num_latent_channels)
+        check_positive("num_heads", self.num_heads)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        if self.query is None or self.query.kind == "none":
+            if self.num_query_channels is None:
+                raise ValueError("num_query_channels: required when the caller provides the queries (query=None)")
+        elif self.num_query_channels is None:
+            self.num_query_channels = self.query.output_channels
+        elif self.num_query_channels != self.query.output_channels:
+            raise ValueError(
+                f"num_query_channels: the query encoding makes {self.query.output_channels} channels, "
+                f"got num_query_channels={self.num_query_channels}"
+            )
+
+    @property
+    def output_channels(self) -> int:
+        return self.num_output_channels or self.num_query_channels  # type: ignore[return-value]
+
+
+class PerceiverDecoder(nn.Module):
+    """Latents ``[B, N, D]`` -> outputs ``[B, O, C_out]``."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.query = build_position_encoding(c.query) if c.query is not None else None
+        self.cross_attention = CrossAttentionLayer(
+            c.num_query_channels,  # type: ignore[arg-type]
+            c.num_latent_channels,
+            num_heads=c.num_heads,
+            qk_channels=c.qk_channels,
+            v_channels=c.v_channels,
+            widening_factor=c.widening_factor,
+            shape_for_attn="kv",
+            use_query_residual=c.use_query_residual,
+            activation=c.activation,
+            dropout=c.dropout,
+            attention_dropout=c.attention_dropout,
+        )
+        self.output = (
+            linear(c.num_query_channels, c.num_output_channels) if c.num_output_channels else None  # type: ignore[arg-type]
+        )
+
+    @property
+    def num_outputs(self) -> int | None:
+        """Size of the full output grid (None when queries come from the caller)."""
+        return self.config.query.num_positions if self.query is not None else None  # type: ignore[union-attr]
+
+    def decoder_query(
+        self, batch_size: int, indices: torch.Tensor | None = None, subsampled: bool = False
+    ) -> torch.Tensor:
+        """Queries ``[B, O, C_q]`` for all output points, or for flat ``indices [O]`` of the output grid."""
+        if self.query is None:
+            raise ValueError("queries: this decoder has no query provider (query=None); pass queries=")
+        return self.query(batch_size, indices, subsampled)
+
+    def decode_queries(
+        self, queries: torch.Tensor, latents: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-attend ``queries [B, O, C_q]`` to ``latents [B, N, D]`` and project: ``[B, O, C_out]``."""
+        attention_mask = None if query_mask is None else query_mask[:, :, None].expand(-1, -1, latents.shape[1])
+        out = self.cross_attention(queries, latents, attention_mask)
+        return self.output(out) if self.output is not None else out
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        queries: torch.Tensor | None = None,
+        *,
+        query_mask: torch.Tensor | None = None,
+        subsampled_output_points: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        """Decode ``latents [B, N, D]`` into ``[B, O, C_out]``.
+
+        Args:
+            latents: encoder output ``[B, N, D]``.
+            queries: caller-given queries ``[B, O, C_q]`` (instead of the query provider).
+            query_mask: ``[B, O]``, False rows attend to nothing (their attention output is zero).
+            subsampled_output_points: flat indices ``[O]`` into the output grid: decode only these
+                points (positions by the official rule ``-1 + 2 idx / dim``).
+            chunk_size: decode at most this many queries at a time; the result equals the
+                one-shot decode, with memory bounded by the chunk instead of ``O``.
+        """
+        c = self.config
+        check_tensor("latents", latents, ("B", "N", c.num_latent_channels), floating=True)
+        batch = latents.shape[0]
+        if chunk_size is not None:
+            check_positive("chunk_size", chunk_size)
+        if queries is not None:
+            if subsampled_output_points is not None:
+                raise ValueError("subsampled_output_points: cannot be combined with caller-given queries")
+            check_tensor("queries", queries, (batch, "O", c.num_query_channels), floating=True)
+            query_mask = check_mask("query_mask", query_mask, (batch, queries.shape[1]))
+            if chunk_size is None or chunk_size >= queries.shape[1]:
+                return self.decode_queries(queries, latents, query_mask)
+            return self._decode_in_chunks(
+                lambda start, end: queries[:, start:end], latents, queries.shape[1], chunk_size, query_mask
+            )
+
+        if self.query is None:
+            raise ValueError("queries: this decoder has no query provider (query=None); pass queries [B, O, C_q]")
+        num_outputs = self.num_outputs
+        subsampled = subsampled_output_points is not None
+        indices = None
+        if subsampled:
+            indices = check_indices("subsampled_output_points", subsampled_output_points, num_outputs)  # type: ignore[arg-type]
+        total = indices.numel() if indices is not None else num_outputs
+        query_mask = check_mask("query_mask", query_mask, (batch, total))
+        if chunk_size is None or chunk_size >= total:  # type: ignore[operator]
+            return self.decode_queries(self.decoder_query(batch, indices, subsampled), latents, query_mask)
+
+        if indices is None:
+            indices = torch.arange(total, device=latents.device)  # type: ignore[arg-type]
+        return self._decode_in_chunks(
+            lambda start, end: self.decoder_query(batch, indices[start:end], subsampled),  # type: ignore[index]
+            latents, total, chunk_size, query_mask,  # type: ignore[arg-type]
+        )
+
+    def _decode_in_chunks(
+        self,
+        make_queries: Callable[[int, int], torch.Tensor],
+        latents: torch.Tensor,
+        total: int,
+        chunk_size: int,
+        query_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        # Written into one preallocated tensor: a list + cat would hold the outputs twice.
+        out: torch.Tensor | None = None
+        for start in range(0, total, chunk_size):
+            end = min(start + chunk_size, total)
+            mask = None if query_mask is None else query_mask[:, start:end]
+            chunk = self.decode_queries(make_queries(start, end), latents, mask)
+            if out is None:
+                out = chunk.new_empty(chunk.shape[0], total, chunk.shape[2])
+            out[:, start:end] = chunk
+        return out  # type: ignore[return-value]

@@ -1,0 +1,131 @@
+"""The Perceiver IO encoder: cross-attend inputs into a latent array, then latent self-attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import ACTIVATIONS, CrossAttentionLayer, SelfAttentionLayer
+from .config import Config
+from .init import trunc_normal_
+from .validation import check_choice, check_mask, check_positive, check_tensor
+
+
+@dataclass
+class EncoderConfig(Config):
+    """Official ``PerceiverEncoder`` arguments (defaults = the ImageNet model).
+
+    ``qk_channels`` / ``v_channels`` apply to the cross-attention and every self-attention
+    (official); left None they follow the official defaults. ``cross_attend_every_block``
+    switches to the original Perceiver's iterative form (a cross-attend before every block);
+    ``share_cross_attend_weights`` then shares one cross-attention across blocks after the first
+    (the original Perceiver's ImageNet setting) and ``share_first_cross_attend`` lets the first
+    share it too.
+    """
+
+    num_input_channels: int
+    num_latents: int = 512
+    num_latent_channels: int = 1024
+    num_blocks: int = 8
+    num_self_attends_per_block: int = 6
+    num_cross_attend_heads: int = 1
+    num_self_attend_heads: int = 8
+    qk_channels: int | None = None
+    v_channels: int | None = None
+    cross_attend_widening_factor: int = 1
+    self_attend_widening_factor: int = 1
+    cross_attention_shape_for_attn: str = "kv"
+    use_query_residual: bool = True
+    activation: str = "gelu_tanh"
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    latent_init_scale: float = 0.02
+    cross_attend_every_block: bool = False
+    share_cross_attend_weights: bool = True
+    share_first_cross_attend: bool = False
+
+    def __post_init__(self) -> None:
+        for name in (
+            "num_input_channels", "num_latents", "num_latent_channels", "num_blocks",
+            "num_cross_attend_heads", "num_self_attend_heads", "cross_attend_widening_factor",
+            "self_attend_widening_factor",
+        ):
+            check_positive(name, getattr(self, name))
+        check_positive("num_self_attends_per_block", self.num_self_attends_per_block, allow_zero=True)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("cross_attention_shape_for_attn", self.cross_attention_shape_for_attn, ("q", "kv"))
+
+
+class PerceiverEncoder(nn.Module):
+    """Inputs ``[B, M, C_in]`` -> latents ``[B, N, D]``.
+
+    One cross-attention (latents attend to inputs) followed by ``num_blocks`` repetitions of
+    ``num_self_attends_per_block`` self-attention layers whose weights are shared across blocks.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.latents = nn.Parameter(torch.empty(c.num_latents, c.num_latent_channels))
+        trunc_normal_(self.latents, std=c.latent_init_scale)
+        num_cross = 1
+        if c.cross_attend_every_block and not c.share_cross_attend_weights:
+            num_cross = c.num_blocks
+        elif c.cross_attend_every_block and c.num_blocks > 1 and not c.share_first_cross_attend:
+            num_cross = 2
+        self.cross_attends = nn.ModuleList(
+            CrossAttentionLayer(
+                c.num_latent_channels,
+                c.num_input_channels,
+                num_heads=c.num_cross_attend_heads,
+                qk_channels=c.qk_channels,
+                v_channels=c.v_channels,
+                widening_factor=c.cross_attend_widening_factor,
+                shape_for_attn=c.cross_attention_shape_for_attn,
+                use_query_residual=c.use_query_residual,
+                activation=c.activation,
+                dropout=c.dropout,
+                attention_dropout=c.attention_dropout,
+            )
+            for _ in range(num_cross)
+        )
+        self.self_attends = nn.ModuleList(
+            SelfAttentionLayer(
+                c.num_latent_channels,
+                num_heads=c.num_self_attend_heads,
+                qk_channels=c.qk_channels,
+                v_channels=c.v_channels,
+                widening_factor=c.self_attend_widening_factor,
+                activation=c.activation,
+                dropout=c.dropout,
+                attention_dropout=c.attention_dropout,
+            )
+            for _ in range(c.num_self_attends_per_block)
+        )
+        self.gradient_checkpointing = False
+
+    def _cross_attend_for_block(self, block: int) -> CrossAttentionLayer | None:
+        if block == 0:
+            return self.cross_attends[0]
+        if not self.config.cross_attend_every_block:
+            return None
+        return self.cross_attends[min(block, len(self.cross_attends) - 1)]
+
+    def forward(self, inputs: torch.Tensor, input_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode ``inputs [B, M, C_in]`` (``input_mask [B, M]``, True = real input) into latents ``[B, N, D]``."""
+        c = self.config
+        check_tensor("inputs", inputs, ("B", "M", c.num_input_channels), floating=True)
+        input_mask = check_mask("input_mask", input_mask, (inputs.shape[0], inputs.shape[1]))
+        z = self.latents.expand(inputs.shape[0], -1, -1)
+        for block in range(c.num_blocks):
+            cross_attend = self._cross_attend_for_block(block)
+            if cross_attend is not None:
+                z = cross_attend(z, inputs, input_mask)
+            for layer in self.self_attends:
+                if self.gradient_checkpointing and self.training:
+                    z = torch.utils.checkpoint.checkpoint(layer, z, use_reentrant=False)
+                else:
+                    z = layer(z)
+        return z

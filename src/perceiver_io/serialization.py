@@ -1,0 +1,175 @@
+"""``save_pretrained`` / ``from_pretrained``: a JSON config plus safetensors weights, no pickle.
+
+Files in a model directory:
+    config.json        {"model_type": ..., "format_version": 1, "config": {...}}
+    model.safetensors  the state dict; tied parameters are stored once (aliases in the metadata)
+
+Both files are written to a temporary name and renamed, so a crash never leaves a half-written
+file. Loading checks every key and shape before touching the model and raises a ``ValueError``
+naming the file on any mismatch, so a model is never half-loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .core.config import Config
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+_MODEL_TYPES: dict[str, type[nn.Module]] = {}
+T = TypeVar("T", bound=type[nn.Module])
+
+
+class _Configured(Protocol):
+    config: Config
+
+
+def register_model(cls: T) -> T:
+    """Class decorator: models that ``from_pretrained`` can rebuild by ``model_type`` (the class name).
+
+    The class must take its config as the only constructor argument, or define ``from_config``.
+    """
+    _MODEL_TYPES[cls.__name__] = cls
+    return cls
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _split_aliases(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Keep one name per shared tensor (safetensors refuses shared storage); map the others to it."""
+    seen: dict[tuple[int, int, tuple[int, ...], torch.dtype], str] = {}
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        if tensor.numel() and key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            unique[name] = tensor.detach().contiguous()
+    return unique, aliases
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``directory`` (created if needed)."""
+    model_type = type(model).__name__
+    if _MODEL_TYPES.get(model_type) is not type(model):
+        raise TypeError(f"model: {model_type} is not a registered model type; known: {sorted(_MODEL_TYPES)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    unique, aliases = _split_aliases(model.state_dict())
+    weights_tmp = directory / f".{WEIGHTS_NAME}.tmp"
+    save_file(unique, str(weights_tmp), metadata={"aliases": json.dumps(aliases), "model_type": model_type})
+    os.replace(weights_tmp, directory / WEIGHTS_NAME)
+    config = {"model_type": model_type, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}  # type: ignore[attr-defined]
+    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    return directory
+
+
+def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``config.json``; errors name the file."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file (expected a directory written by save_pretrained)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not {"model_type", "config"} <= set(data):
+        raise ValueError(f"{path}: expected keys 'model_type' and 'config'")
+    if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {data['format_version']} is newer than this library ({FORMAT_VERSION})")
+    return data
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Load a safetensors file into ``model`` after checking every key and shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        aliases: dict[str, str] = json.loads(metadata.get("aliases", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: corrupt or not a safetensors file ({e})") from None
+    for alias, target in aliases.items():
+        if target in tensors:
+            tensors[alias] = tensors[target]
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = [
+        f"{k}: file {list(tensors[k].shape)} vs model {list(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s) {unexpected[:5]}")
+        if mismatched:
+            parts.append(f"shape mismatch {mismatched[:5]}")
+        raise ValueError(f"{path}: weights do not match the config: " + "; ".join(parts))
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved with :func:`save_pretrained` (any registered model type)."""
+    directory = Path(directory)
+    data = read_config(directory)
+    model_type = data["model_type"]
+    if model_type not in _MODEL_TYPES:
+        raise ValueError(f"{directory / CONFIG_NAME}: unknown model_type {model_type!r}; known: {sorted(_MODEL_TYPES)}")
+    cls = _MODEL_TYPES[model_type]
+    try:
+        config = cls.config_class.from_dict(data["config"])  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{directory / CONFIG_NAME}: invalid config: {e}") from None
+    build = getattr(cls, "from_config", cls)
+    model = build(config)
+    load_weights(model, directory / WEIGHTS_NAME)
+    return model.to(map_location)
+
+
+class PretrainedMixin:
+    """``model.save_pretrained(dir)`` and ``Model.from_pretrained(dir)`` for registered models."""
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        return save_pretrained(self, directory)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+        model = from_pretrained(directory, map_location)
+        if not isinstance(model, cls):
+            raise ValueError(f"{Path(directory) / CONFIG_NAME}: holds a {type(model).__name__}, not a {cls.__name__}")
+        return model

@@ -1,0 +1,139 @@
+"""Attention against an independent reference written from the official formula."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from perceiver_io.core.attention import CrossAttentionLayer, MultiHeadAttention, SelfAttentionLayer
+
+
+def reference_attention(mha: MultiHeadAttention, x_q, x_kv, mask=None):
+    """The official ``attend``: logits / sqrt(d), masked logits -> -1e30, softmax, fully masked rows -> 0."""
+    h = mha.num_heads
+    q = mha.q(x_q).unflatten(-1, (h, -1))  # b t h d
+    k = mha.k(x_kv).unflatten(-1, (h, -1))
+    v = mha.v(x_kv).unflatten(-1, (h, -1))
+    logits = torch.einsum("bthd,bThd->bhtT", q, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        mask3 = mask[:, None, :].expand(-1, x_q.shape[1], -1) if mask.dim() == 2 else mask
+        logits = torch.where(mask3[:, None], logits, torch.full_like(logits, -1e30))
+    summed = torch.einsum("bhtT,bThd->bthd", logits.softmax(-1), v).flatten(2)
+    if mask is not None:
+        summed = torch.where(~mask3.any(-1, keepdim=True), torch.zeros_like(summed), summed)
+    return mha.out(summed)
+
+
+@pytest.mark.parametrize("num_heads,qk,v,out", [(1, None, None, None), (3, 9, 15, 7), (5, 10, None, None)])
+def test_attention_matches_reference(num_heads, qk, v, out):
+    mha = MultiHeadAttention(15, 11, num_heads, qk, v, out)
+    x_q, x_kv = torch.randn(2, 4, 15), torch.randn(2, 9, 11)
+    torch.testing.assert_close(mha(x_q, x_kv), reference_attention(mha, x_q, x_kv), rtol=1e-5, atol=1e-6)
+
+
+def test_channel_defaulting_chain():
+    mha = MultiHeadAttention(12, 20, 2)
+    assert (mha.q.out_features, mha.v.out_features, mha.out.out_features) == (12, 12, 12)
+    mha = MultiHeadAttention(12, 20, 2, qk_channels=8)
+    assert (mha.q.out_features, mha.v.out_features, mha.out.out_features) == (8, 8, 8)
+    cross = CrossAttentionLayer(12, 20, num_heads=2)  # shape_for_attn='kv'
+    assert cross.attention.q.out_features == 20 and cross.attention.out.out_features == 12
+    cross = CrossAttentionLayer(12, 20, num_heads=2, shape_for_attn="q", v_channels=6)
+    assert cross.attention.q.out_features == 12 and cross.attention.v.out_features == 6
+    assert cross.attention.out.out_features == 12
+
+
+@pytest.mark.parametrize("mask_rank", [2, 3])
+def test_masks_match_reference_and_fully_masked_rows_give_output_bias(mask_rank):
+    mha = MultiHeadAttention(8, 6, 2)
+    x_q, x_kv = torch.randn(3, 5, 8), torch.randn(3, 7, 6)
+    if mask_rank == 2:
+        mask = torch.rand(3, 7) > 0.4
+        mask[1] = False  # batch element with no valid key at all
+    else:
+        mask = torch.rand(3, 5, 7) > 0.4
+        mask[0, 2] = False
+        mask[2, :] = False
+    out = mha(x_q, x_kv, mask)
+    torch.testing.assert_close(out, reference_attention(mha, x_q, x_kv, mask), rtol=1e-5, atol=1e-6)
+    empty_rows = ~(mask if mask_rank == 3 else mask[:, None, :].expand(-1, 5, -1)).any(-1)
+    assert empty_rows.any()
+    # zeros before the output projection: the row equals the projection's bias
+    torch.testing.assert_close(out[empty_rows], mha.out.bias.expand(int(empty_rows.sum()), -1))
+
+
+def test_fully_masked_rows_have_finite_gradients():
+    layer = CrossAttentionLayer(8, 6, num_heads=2)
+    x_q = torch.randn(2, 3, 8, requires_grad=True)
+    x_kv = torch.randn(2, 4, 6, requires_grad=True)
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask[0, :2] = True
+    layer(x_q, x_kv, mask).sum().backward()
+    assert torch.isfinite(x_q.grad).all() and torch.isfinite(x_kv.grad).all()
+    assert torch.isfinite(layer.attention.q.weight.grad).all()
+    assert x_kv.grad[1].abs().sum() == 0  # element 1 attends to nothing
+
+
+def test_attention_runs_through_sdpa(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    SelfAttentionLayer(8, num_heads=2)(torch.randn(1, 3, 8))
+    assert calls == [1]
+
+
+def test_layers_follow_the_official_formulas():
+    cross = CrossAttentionLayer(8, 6, num_heads=2, widening_factor=3, use_query_residual=True)
+    x_q, x_kv = torch.randn(2, 3, 8), torch.randn(2, 5, 6)
+    a = cross.attention(F.layer_norm(x_q, (8,), cross.q_norm.weight, cross.q_norm.bias, 1e-5),
+                        F.layer_norm(x_kv, (6,), cross.kv_norm.weight, cross.kv_norm.bias, 1e-5))
+    x = x_q + a
+    expected = x + cross.mlp(F.layer_norm(x, (8,), cross.mlp_norm.weight, cross.mlp_norm.bias, 1e-5))
+    torch.testing.assert_close(cross(x_q, x_kv), expected)
+    assert cross.mlp[0].out_features == 24
+
+    no_res = CrossAttentionLayer(8, 6, num_heads=2, use_query_residual=False)
+    no_res.load_state_dict(CrossAttentionLayer(8, 6, num_heads=2).state_dict())
+    a = no_res.attention(no_res.q_norm(x_q), no_res.kv_norm(x_kv))
+    torch.testing.assert_close(no_res(x_q, x_kv), a + no_res.mlp(no_res.mlp_norm(a)))
+
+    sa = SelfAttentionLayer(8, num_heads=4)
+    x = torch.randn(2, 5, 8)
+    y = x + sa.attention(sa.norm(x), sa.norm(x))
+    torch.testing.assert_close(sa(x), y + sa.mlp(sa.mlp_norm(y)))
+
+
+def test_gelu_choice():
+    x = torch.linspace(-4, 4, 101)[None, :, None].expand(1, 101, 1)
+    tanh_mlp = SelfAttentionLayer(1, num_heads=1, activation="gelu_tanh").mlp
+    exact_mlp = SelfAttentionLayer(1, num_heads=1, activation="gelu").mlp
+    assert tanh_mlp[1].approximate == "tanh" and exact_mlp[1].approximate == "none"
+    with pytest.raises(ValueError, match="activation"):
+        SelfAttentionLayer(4, num_heads=1, activation="relu")
+    del x
+
+
+def test_head_divisibility_and_residual_errors():
+    with pytest.raises(ValueError, match="qk_channels.*divisible by num_heads=3"):
+        MultiHeadAttention(8, 8, 3)
+    with pytest.raises(ValueError, match="v_channels.*divisible"):
+        MultiHeadAttention(8, 8, 2, qk_channels=4, v_channels=5)
+    with pytest.raises(ValueError, match="v_channels.*must equal"):
+        SelfAttentionLayer(16, num_heads=2, qk_channels=8)
+
+
+def test_dropout_only_in_training():
+    layer = SelfAttentionLayer(16, num_heads=2, dropout=0.5, attention_dropout=0.5)
+    x = torch.randn(2, 4, 16)
+    layer.eval()
+    torch.testing.assert_close(layer(x), layer(x))
+    layer.train()
+    assert not torch.allclose(layer(x), layer(x))

@@ -1,0 +1,128 @@
+"""Encoder and decoder behaviour: weight sharing, iterative form, chunked and subsampled decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from perceiver_io import DecoderConfig, EncoderConfig, PerceiverDecoder, PerceiverEncoder, PositionEncodingConfig
+
+
+def encoder(**kw) -> PerceiverEncoder:
+    cfg = dict(num_input_channels=5, num_latents=4, num_latent_channels=16, num_blocks=3,
+               num_self_attends_per_block=2, num_self_attend_heads=2)
+    cfg.update(kw)
+    return PerceiverEncoder(EncoderConfig(**cfg)).eval()
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_encoder_shapes_and_block_weight_sharing():
+    enc = encoder()
+    assert enc(torch.randn(2, 11, 5)).shape == (2, 4, 16)
+    assert n_params(encoder(num_blocks=1)) == n_params(encoder(num_blocks=5))
+    assert n_params(encoder(num_self_attends_per_block=3)) > n_params(encoder())
+
+
+def test_encoder_applies_layers_in_order():
+    enc = encoder(num_blocks=2)
+    x = torch.randn(1, 7, 5)
+    z = enc.cross_attends[0](enc.latents[None], x)
+    for _ in range(2):
+        for layer in enc.self_attends:
+            z = layer(z)
+    torch.testing.assert_close(enc(x), z)
+
+
+@pytest.mark.parametrize("share,share_first,expected", [(False, False, 3), (True, False, 2), (True, True, 1)])
+def test_iterative_cross_attends(share, share_first, expected):
+    enc = encoder(cross_attend_every_block=True, share_cross_attend_weights=share, share_first_cross_attend=share_first)
+    assert len(enc.cross_attends) == expected
+    x = torch.randn(1, 7, 5)
+    z = enc.latents[None]
+    for block in range(3):
+        z = enc.cross_attends[min(block, expected - 1)](z, x)
+        for layer in enc.self_attends:
+            z = layer(z)
+    torch.testing.assert_close(enc(x), z)
+
+
+def test_input_mask_ignores_masked_inputs():
+    enc = encoder()
+    x = torch.randn(2, 9, 5)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[:, 6:] = False
+    x2 = x.clone()
+    x2[:, 6:] = 100 * torch.randn(2, 3, 5)
+    torch.testing.assert_close(enc(x, mask), enc(x2, mask))
+    torch.testing.assert_close(enc(x, mask), enc(x[:, :6]))
+    torch.testing.assert_close(enc(x, mask.long()), enc(x, mask))
+
+
+def fourier_decoder(index_dims=(6, 7, 5), out=3, **kw) -> PerceiverDecoder:
+    q = PositionEncodingConfig("fourier", index_dims, num_bands=3)
+    return PerceiverDecoder(DecoderConfig(16, query=q, num_output_channels=out, num_heads=1, **kw)).eval()
+
+
+def test_decoder_full_decode_uses_grid_queries():
+    dec = fourier_decoder()
+    z = torch.randn(2, 4, 16)
+    out = dec(z)
+    assert out.shape == (2, 210, 3)
+    q = dec.query(2)
+    torch.testing.assert_close(out, dec.output(dec.cross_attention(q, z)))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 17, 64, 209, 210, 1000])
+def test_chunked_decode_equals_one_shot(chunk_size):
+    dec = fourier_decoder()
+    z = torch.randn(2, 4, 16)
+    torch.testing.assert_close(dec(z, chunk_size=chunk_size), dec(z), rtol=1e-6, atol=1e-6)
+
+
+def test_subsampled_decode_and_chunked_subsampled():
+    dec = fourier_decoder()
+    z = torch.randn(2, 4, 16)
+    points = torch.randperm(210)[:50]
+    sub = dec(z, subsampled_output_points=points)
+    assert sub.shape == (2, 50, 3)
+    expected = dec.decode_queries(dec.query(2, points, subsampled=True), z)
+    torch.testing.assert_close(sub, expected)
+    torch.testing.assert_close(dec(z, subsampled_output_points=points, chunk_size=7), sub, rtol=1e-6, atol=1e-6)
+
+
+def test_trainable_queries_subsample_rows_of_the_table():
+    q = PositionEncodingConfig("trainable", (12,), num_channels=8)
+    dec = PerceiverDecoder(DecoderConfig(16, query=q, num_output_channels=None, num_heads=2)).eval()
+    z = torch.randn(3, 4, 16)
+    full = dec(z)
+    assert full.shape == (3, 12, 8)  # no final projection: query channels
+    points = torch.tensor([11, 0, 5])
+    torch.testing.assert_close(dec(z, subsampled_output_points=points), full[:, points], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dec(z, chunk_size=5), full, rtol=1e-6, atol=1e-6)
+
+
+def test_caller_given_queries_and_query_mask():
+    dec = PerceiverDecoder(DecoderConfig(16, query=None, num_query_channels=10, num_output_channels=2)).eval()
+    z, q = torch.randn(2, 4, 16), torch.randn(2, 33, 10)
+    full = dec(z, q)
+    torch.testing.assert_close(dec(z, q, chunk_size=8), full, rtol=1e-6, atol=1e-6)
+    mask = torch.rand(2, 33) > 0.3
+    masked = dec(z, q, query_mask=mask, chunk_size=10)
+    torch.testing.assert_close(masked[mask], full[mask], rtol=1e-6, atol=1e-6)
+    # masked query rows attend to nothing: output is the query path only (residual off: MLP of zeros+bias)
+    zero_attention = dec.cross_attention.attention.out.bias.expand(2, 33, -1)
+    expected = dec.output(zero_attention + dec.cross_attention.mlp(dec.cross_attention.mlp_norm(zero_attention)))
+    torch.testing.assert_close(masked[~mask], expected[~mask])
+
+
+def test_chunked_decode_backpropagates():
+    dec = fourier_decoder()
+    z = torch.randn(1, 4, 16, requires_grad=True)
+    dec(z, chunk_size=50).sum().backward()
+    g1 = z.grad.clone()
+    z.grad = None
+    dec(z).sum().backward()
+    torch.testing.assert_close(g1, z.grad, rtol=1e-5, atol=1e-5)
