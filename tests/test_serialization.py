@@ -1,0 +1,161 @@
+"""save_pretrained / from_pretrained: bit-exact round trip, clear errors, no half-loaded models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import small_image_classifier_config
+
+from perceiver_io import (
+    DecoderConfig,
+    EncoderConfig,
+    PerceiverIO,
+    PerceiverIOConfig,
+    PositionEncodingConfig,
+    TextInputAdapterConfig,
+    from_pretrained,
+    save_pretrained,
+)
+from perceiver_io.serialization import CONFIG_NAME, WEIGHTS_NAME
+
+
+def test_round_trip_is_bit_exact(tmp_path: Path, image_classifier: PerceiverIO):
+    with torch.no_grad():
+        for p in image_classifier.parameters():
+            p.add_(torch.randn_like(p))
+    image_classifier.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]  # no temp files left
+    loaded = PerceiverIO.from_pretrained(tmp_path).eval()
+    assert loaded.config == image_classifier.config
+    for (k1, v1), (k2, v2) in zip(image_classifier.state_dict().items(), loaded.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    x = torch.randn(2, 3, 8, 10)
+    assert torch.equal(loaded(x), image_classifier(x))
+
+
+def test_round_trip_text_model_with_iterative_encoder(tmp_path: Path):
+    cfg = PerceiverIOConfig(
+        TextInputAdapterConfig(vocab_size=262, max_seq_len=16, num_channels=8),
+        EncoderConfig(num_input_channels=8, num_latents=4, num_latent_channels=12, num_blocks=3,
+                      num_self_attends_per_block=1, num_self_attend_heads=3, cross_attend_every_block=True),
+        DecoderConfig(12, query=PositionEncodingConfig("fourier", (4, 4), num_bands=2, max_resolution=(8, 8)),
+                      num_output_channels=5, num_heads=2),
+    )
+    model = PerceiverIO.from_config(cfg).eval()
+    save_pretrained(model, tmp_path / "m")
+    loaded = from_pretrained(tmp_path / "m").eval()
+    ids = torch.randint(0, 262, (2, 16))
+    assert torch.equal(loaded(ids, output_chunk_size=5), model(ids, output_chunk_size=5))
+    saved = json.loads((tmp_path / "m" / CONFIG_NAME).read_text())
+    assert saved["model_type"] == "PerceiverIO" and saved["config"]["input_adapter"]["type"] == "text_input"
+
+
+def test_shared_parameters_are_stored_once(tmp_path: Path):
+    cfg = PerceiverIOConfig(
+        TextInputAdapterConfig(vocab_size=262, max_seq_len=16, num_channels=8),
+        EncoderConfig(num_input_channels=8, num_latents=4, num_latent_channels=8, num_blocks=1,
+                      num_self_attends_per_block=1, num_self_attend_heads=2),
+        DecoderConfig(8, query=PositionEncodingConfig("trainable", (16,), num_channels=8), num_heads=2),
+    )
+    model = PerceiverIO.from_config(cfg)
+    model.decoder.query.embeddings = model.input_adapter.position_encoding.embeddings
+    model.save_pretrained(tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / WEIGHTS_NAME), "pt") as f:
+        keys, aliases = set(f.keys()), json.loads(f.metadata()["aliases"])
+    assert aliases == {"decoder.query.embeddings": "input_adapter.position_encoding.embeddings"}
+    assert "decoder.query.embeddings" not in keys
+    loaded = from_pretrained(tmp_path)
+    assert torch.equal(loaded.decoder.query.embeddings, model.decoder.query.embeddings)
+
+
+def test_missing_files_are_named(tmp_path: Path, image_classifier: PerceiverIO):
+    with pytest.raises(FileNotFoundError, match=CONFIG_NAME):
+        from_pretrained(tmp_path)
+    image_classifier.save_pretrained(tmp_path)
+    (tmp_path / WEIGHTS_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=WEIGHTS_NAME):
+        from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "header"])
+def test_corrupt_weights_file_is_named(tmp_path: Path, image_classifier: PerceiverIO, damage: str):
+    image_classifier.save_pretrained(tmp_path)
+    path = tmp_path / WEIGHTS_NAME
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00" * 100)
+    else:
+        path.write_bytes(data[:8] + b"{not json" + data[17:])
+    with pytest.raises(ValueError, match=f"{WEIGHTS_NAME}.*corrupt"):
+        from_pretrained(tmp_path)
+
+
+def test_config_that_does_not_match_weights(tmp_path: Path, image_classifier: PerceiverIO):
+    image_classifier.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / CONFIG_NAME).read_text())
+    cfg["config"]["encoder"]["num_latents"] = 9
+    cfg["config"]["encoder"]["num_self_attends_per_block"] = 3
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=rf"{WEIGHTS_NAME}: weights do not match the config: missing .*shape mismatch"):
+        from_pretrained(tmp_path)
+
+
+def test_bad_config_files(tmp_path: Path, image_classifier: PerceiverIO):
+    image_classifier.save_pretrained(tmp_path)
+    path = tmp_path / CONFIG_NAME
+    good = json.loads(path.read_text())
+    path.write_text("{broken")
+    with pytest.raises(ValueError, match=f"{CONFIG_NAME}: not valid JSON"):
+        from_pretrained(tmp_path)
+    bad = json.loads(json.dumps(good))
+    bad["config"]["encoder"]["num_latnets"] = 3
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['num_latnets'\]"):
+        from_pretrained(tmp_path)
+    bad = json.loads(json.dumps(good))
+    bad["model_type"] = "Nope"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="unknown model_type 'Nope'"):
+        from_pretrained(tmp_path)
+    bad = json.loads(json.dumps(good))
+    bad["config"]["input_adapter"]["type"] = "no_such_adapter"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="unknown component type 'no_such_adapter'"):
+        from_pretrained(tmp_path)
+
+
+def test_loading_never_uses_pickle(tmp_path: Path, image_classifier: PerceiverIO, monkeypatch):
+    import pickle
+
+    image_classifier.save_pretrained(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    from_pretrained(tmp_path)
+
+
+def test_failed_save_leaves_previous_files_intact(tmp_path: Path, image_classifier: PerceiverIO, monkeypatch):
+    image_classifier.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    import perceiver_io.serialization as ser
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ser.json, "dumps", crash)
+    with pytest.raises(KeyboardInterrupt):
+        image_classifier.save_pretrained(tmp_path)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.startswith(".")}[CONFIG_NAME] == before[CONFIG_NAME]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.suffix == ".tmp" and "config" in p.name]
