@@ -32,7 +32,7 @@ def small_image_classifier_config(image_shape=(3, 8, 10), num_classes=7, **encod
     )
     encoder.update(encoder_overrides)
     return PerceiverIOConfig(
-        ImageInputAdapterConfig(image_shape, PositionEncodingConfig("fourier", (h, w), num_bands=4)),
+        ImageInputAdapterConfig(image_shape, position_encoding=PositionEncodingConfig("fourier", (h, w), num_bands=4)),
         EncoderConfig(**encoder),
         DecoderConfig(
             24,

@@ -81,7 +81,7 @@ def test_decoder_bad_input(decoder):
 
 
 def test_adapter_bad_input():
-    image = ImageInputAdapter(ImageInputAdapterConfig((3, 8, 10), PositionEncodingConfig("fourier", (8, 10), num_bands=2)))
+    image = ImageInputAdapter(ImageInputAdapterConfig((3, 8, 10), position_encoding=PositionEncodingConfig("fourier", (8, 10), num_bands=2)))
     with pytest.raises(ValueError, match=r"pixel_values: expected shape \[B, 3, 8, 10\], got \[2, 8, 10, 3\]"):
         image(torch.randn(2, 8, 10, 3))
     with pytest.raises(TypeError, match="pixel_values: expected a floating-point tensor, got dtype torch.uint8"):

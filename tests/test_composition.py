@@ -81,21 +81,19 @@ def test_new_modality_is_an_adapter_pair(tmp_path: Path):
 
 def test_image_adapter_concat_add_and_projection():
     x = torch.rand(2, 3, 4, 5)
-    concat = ImageInputAdapter(ImageInputAdapterConfig((3, 4, 5), PositionEncodingConfig("fourier", (4, 5), num_bands=2)))
+    concat = ImageInputAdapter(ImageInputAdapterConfig((3, 4, 5), position_encoding=PositionEncodingConfig("fourier", (4, 5), num_bands=2)))
     out = concat(x)
     assert out.shape == (2, 20, 3 + 10) and concat.num_input_channels == 13
     torch.testing.assert_close(out[..., :3], x.flatten(2).transpose(1, 2))  # pixels first, row-major
     torch.testing.assert_close(out[0, :, 3:], concat.position_encoding(1)[0])
-    add = ImageInputAdapter(ImageInputAdapterConfig(
-        (3, 4, 5), PositionEncodingConfig("trainable", (4, 5), num_channels=3), concat_or_add_pos="add"))
+    add = ImageInputAdapter(ImageInputAdapterConfig((3, 4, 5), position_encoding=PositionEncodingConfig("trainable", (4, 5), num_channels=3), concat_or_add_pos="add"))
     torch.testing.assert_close(add(x), x.flatten(2).transpose(1, 2) + add.position_encoding.embeddings)
-    projected = ImageInputAdapter(ImageInputAdapterConfig(
-        (3, 4, 5), PositionEncodingConfig("fourier", (4, 5), num_bands=2, project_pos_dim=6)))
+    projected = ImageInputAdapter(ImageInputAdapterConfig((3, 4, 5), position_encoding=PositionEncodingConfig("fourier", (4, 5), num_bands=2, project_pos_dim=6)))
     assert projected(x).shape == (2, 20, 9)
     default = ImageInputAdapterConfig((3, 224, 224))
     assert ImageInputAdapter(default).num_input_channels == 261  # the paper's ImageNet input width
     with pytest.raises(ValueError, match="adding positions needs 3 channels"):
-        ImageInputAdapterConfig((3, 4, 5), PositionEncodingConfig("fourier", (4, 5), num_bands=2), "add")
-    with pytest.raises(ValueError, match=r"index_dims covering 4x5 pixels, got \[5, 4, 1\]"):
-        ImageInputAdapterConfig((3, 4, 5), PositionEncodingConfig("fourier", (5, 4, 1), num_bands=2))
+        ImageInputAdapterConfig((3, 4, 5), position_encoding=PositionEncodingConfig("fourier", (4, 5), num_bands=2), concat_or_add_pos="add")
+    with pytest.raises(ValueError, match=r"index_dims covering the 4x5 token grid, got \[5, 4, 1\]"):
+        ImageInputAdapterConfig((3, 4, 5), position_encoding=PositionEncodingConfig("fourier", (5, 4, 1), num_bands=2))
 

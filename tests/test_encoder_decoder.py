@@ -126,3 +126,15 @@ def test_chunked_decode_backpropagates():
     z.grad = None
     dec(z).sum().backward()
     torch.testing.assert_close(g1, z.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_activation_checkpointing_gives_identical_gradients():
+    enc = encoder().train()
+    x = torch.randn(2, 9, 5)
+    enc(x).square().sum().backward()
+    plain = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    enc.gradient_checkpointing = True
+    enc(x).square().sum().backward()
+    for g, p in zip(plain, enc.parameters()):
+        torch.testing.assert_close(p.grad, g)

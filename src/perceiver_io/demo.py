@@ -48,7 +48,7 @@ def run_demo(output_dir: str | Path = "demo-output", quick: bool = False) -> dic
     rows: list[tuple[str, str, str]] = []
 
     image_cfg = PerceiverIOConfig(
-        ImageInputAdapterConfig((3, 32, 32), PositionEncodingConfig("fourier", (32, 32), num_bands=16)),
+        ImageInputAdapterConfig((3, 32, 32), position_encoding=PositionEncodingConfig("fourier", (32, 32), num_bands=16)),
         EncoderConfig(num_input_channels=3 + 2 + 64, num_latents=64, num_latent_channels=128, num_blocks=2,
                       num_self_attends_per_block=2, num_cross_attend_heads=3, num_self_attend_heads=8),
         DecoderConfig(128, query=PositionEncodingConfig("trainable", (1,), num_channels=128),

@@ -89,6 +89,15 @@ def _from_jsonable(hint: Any, value: Any, where: str) -> Any:
         return None
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if isinstance(value, dict) and "type" in value and all(
+            isinstance(a, type) and issubclass(a, ComponentConfig) for a in options
+        ):
+            target = ComponentConfig.resolve(value["type"])
+            if not any(issubclass(target, a) for a in options):
+                names = [a.__name__ for a in options]
+                raise ValueError(f"{where}: component type {value['type']!r} is not one of {names}")
+            return target.from_dict(value)
         for arg in typing.get_args(hint):
             if arg is type(None):
                 continue

@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from .attention import ACTIVATIONS, CrossAttentionLayer
-from .config import Config
+from .config import ComponentConfig
 from .init import linear
 from .position import PositionEncodingConfig, build_position_encoding, check_indices
 from .validation import check_choice, check_mask, check_positive, check_tensor
 
 
 @dataclass
-class DecoderConfig(Config):
+class DecoderConfig(ComponentConfig):
     """Official ``BasicDecoder`` arguments.
 
     ``query``: how queries are made (``None`` = the caller passes them, with
@@ -30,6 +30,7 @@ class DecoderConfig(Config):
     (``None`` = no final projection, output has the query's channels).
     """
 
+    component_type = "cross_attention_decoder"
     num_latent_channels: int
     query: PositionEncodingConfig | None = None
     num_query_channels: int | None = None
@@ -181,3 +182,42 @@ class PerceiverDecoder(nn.Module):
                 out = chunk.new_empty(chunk.shape[0], total, chunk.shape[2])
             out[:, start:end] = chunk
         return out  # type: ignore[return-value]
+
+
+@dataclass
+class AverageDecoderConfig(ComponentConfig):
+    """The original Perceiver's classification head: average the latents, then a Linear."""
+
+    component_type = "average_decoder"
+    num_latent_channels: int
+    num_output_channels: int
+
+    def __post_init__(self) -> None:
+        check_positive("num_latent_channels", self.num_latent_channels)
+        check_positive("num_output_channels", self.num_output_channels)
+
+    @property
+    def output_channels(self) -> int:
+        return self.num_output_channels
+
+
+class AverageDecoder(nn.Module):
+    """Latents ``[B, N, D]`` -> ``Linear(mean_N(latents))`` as ``[B, 1, C_out]`` (one output, like a class query)."""
+
+    def __init__(self, config: AverageDecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.output = linear(config.num_latent_channels, config.num_output_channels)
+
+    def forward(self, latents: torch.Tensor, queries: None = None, **unused: object) -> torch.Tensor:
+        check_tensor("latents", latents, ("B", "N", self.config.num_latent_channels), floating=True)
+        if queries is not None or any(v is not None for v in unused.values()):
+            raise ValueError("queries: the average decoder takes no queries, masks, subsampling or chunking")
+        return self.output(latents.mean(dim=1, keepdim=True))
+
+
+def build_decoder(config: DecoderConfig | AverageDecoderConfig) -> PerceiverDecoder | AverageDecoder:
+    """The decoder module a decoder config describes."""
+    if isinstance(config, AverageDecoderConfig):
+        return AverageDecoder(config)
+    return PerceiverDecoder(config)

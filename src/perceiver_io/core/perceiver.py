@@ -11,7 +11,7 @@ from torch import nn
 from ..adapters.base import InputAdapter, OutputAdapter, build_adapter
 from ..serialization import PretrainedMixin, register_model
 from .config import ComponentConfig, Config
-from .decoder import DecoderConfig, PerceiverDecoder
+from .decoder import AverageDecoder, AverageDecoderConfig, DecoderConfig, PerceiverDecoder, build_decoder
 from .encoder import EncoderConfig, PerceiverEncoder
 
 
@@ -21,7 +21,7 @@ class PerceiverIOConfig(Config):
 
     input_adapter: ComponentConfig
     encoder: EncoderConfig
-    decoder: DecoderConfig
+    decoder: DecoderConfig | AverageDecoderConfig
     output_adapter: ComponentConfig | None = None
 
 
@@ -39,7 +39,7 @@ class PerceiverIO(PretrainedMixin, nn.Module):
         self,
         input_adapter: InputAdapter,
         encoder: PerceiverEncoder,
-        decoder: PerceiverDecoder,
+        decoder: PerceiverDecoder | AverageDecoder,
         output_adapter: OutputAdapter | None = None,
     ) -> None:
         super().__init__()
@@ -63,7 +63,7 @@ class PerceiverIO(PretrainedMixin, nn.Module):
         return cls(
             build_adapter(config.input_adapter),  # type: ignore[arg-type]
             PerceiverEncoder(config.encoder),
-            PerceiverDecoder(config.decoder),
+            build_decoder(config.decoder),
             build_adapter(config.output_adapter) if config.output_adapter is not None else None,  # type: ignore[arg-type]
         )
 
