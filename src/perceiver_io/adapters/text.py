@@ -11,7 +11,7 @@ from ..core.config import ComponentConfig
 from ..core.init import trunc_normal_
 from ..core.position import TrainablePositionEncoding
 from ..core.validation import check_positive, check_tensor
-from .base import InputAdapter, adapter
+from .base import InputAdapter, OutputAdapter, adapter
 
 
 @dataclass
@@ -54,3 +54,31 @@ class TextInputAdapter(InputAdapter):
             )
         positions = self.position_encoding(b, torch.arange(length, device=inputs.device))
         return self.embedding(inputs) + positions
+
+
+@dataclass
+class TiedEmbeddingOutputAdapterConfig(ComponentConfig):
+    """Logits from the input embedding matrix (tied): ``outputs @ E^T + bias``."""
+
+    component_type = "tied_embedding_output"
+    vocab_size: int = 262
+
+    def __post_init__(self) -> None:
+        check_positive("vocab_size", self.vocab_size)
+
+
+@adapter(TiedEmbeddingOutputAdapterConfig)
+class TiedEmbeddingOutputAdapter(OutputAdapter):
+    """``[B, L, C]`` decoder outputs and the ``[V, C]`` input embedding -> logits ``[B, L, V]`` (official ``EmbeddingDecoder``).
+
+    The embedding is passed at call time rather than registered here, so the tied matrix has one
+    owner (the input adapter) and one name in the state dict.
+    """
+
+    def __init__(self, config: TiedEmbeddingOutputAdapterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, outputs: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return outputs @ embedding.t() + self.bias
