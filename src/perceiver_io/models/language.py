@@ -31,7 +31,9 @@ class MaskedLanguageModel(PerceiverIO):
         x = self.input_adapter(input_ids)
         latents = self.encoder(x, attention_mask)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        outputs = self.decoder(latents, subsampled_output_points=positions)
+        # As the official model: padded positions are masked queries too (their attention output is
+        # zero). transformers' port ignores this query mask, so only its real positions agree.
+        outputs = self.decoder(latents, query_mask=attention_mask, subsampled_output_points=positions)
         return self.output_adapter(outputs, self.input_adapter.embedding.weight)
 
 

@@ -1,0 +1,262 @@
+"""Import the official DeepMind (JAX/haiku) Perceiver IO checkpoints.
+
+The released files are pickled haiku parameter dicts ``{module_path: {param_name: array}}``
+(``.pystate`` files hold ``{"params", "state"}``, state = BatchNorm averages). They are read with
+a restricted unpickler that admits only dicts, numpy arrays and haiku's ``FlatMapping`` (mapped
+to ``dict``) and refuses every other global, so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.perceiver import PerceiverIO, PerceiverIOConfig
+from ..models import ImageClassifier, MaskedLanguageModel, MultimodalAutoencoder, OpticalFlow
+from ..models.presets import PRESETS
+
+try:  # numpy >= 2
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("haiku._src.data_structures", "FlatMapping"): dict,
+    ("haiku.data_structures", "FlatMapping"): dict,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # files written with numpy 1.x
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+Params = dict[str, dict[str, np.ndarray]]
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint names a global outside the admitted set (dicts, numpy arrays, FlatMapping)."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, path: Path) -> None:
+        super().__init__(file)
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafeCheckpointError(
+                f"{self._path}: refusing to load global {module}.{name}; a haiku checkpoint may only hold "
+                "dicts, numpy arrays and haiku FlatMapping"
+            ) from None
+
+
+def load_haiku_checkpoint(path: str | os.PathLike[str]) -> tuple[Params, Params]:
+    """Read an official ``.pickle`` / ``.pystate`` file safely; returns ``(params, state)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        with path.open("rb") as f:
+            data = _RestrictedUnpickler(f, path).load()
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # truncated or not a pickle at all
+        raise ValueError(f"{path}: corrupt or not a haiku checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a dict of haiku parameters, got {type(data).__name__}")
+    params, state = (data["params"], data.get("state") or {}) if "params" in data else (data, {})
+    for module, leaves in {**params, **state}.items():
+        if not isinstance(leaves, dict) or not all(isinstance(v, np.ndarray) for v in leaves.values()):
+            raise ValueError(f"{path}: entry {module!r} is not a dict of numpy arrays")
+    return params, state
+
+
+# --------------------------------------------------------------------------------------------------
+# Name mapping: haiku module path -> our parameter names.
+
+
+class _Reader:
+    """Reads haiku leaves and remembers which were read, so unused ones can be reported."""
+
+    def __init__(self, params: Params, state: Params) -> None:
+        self.params, self.state = params, state
+        self.read: set[str] = set()
+
+    def __call__(self, module: str, leaf: str, state: bool = False) -> torch.Tensor:
+        source = self.state if state else self.params
+        try:
+            value = source[module][leaf]
+        except KeyError:
+            raise KeyError(f"{module}/{leaf}" + (" (state)" if state else "")) from None
+        if not state:
+            self.read.add(f"{module}/{leaf}")
+        return torch.from_numpy(np.ascontiguousarray(value))
+
+    def unused(self) -> list[str]:
+        return sorted({f"{m}/{leaf}" for m, leaves in self.params.items() for leaf in leaves} - self.read)
+
+    def linear(self, hk: str, ours: str) -> dict[str, torch.Tensor]:
+        out = {f"{ours}.weight": self(hk, "w").t().contiguous()}
+        if "b" in self.params.get(hk, {}):
+            out[f"{ours}.bias"] = self(hk, "b")
+        return out
+
+    def conv(self, hk: str, ours: str) -> dict[str, torch.Tensor]:
+        out = {f"{ours}.weight": self(hk, "w").permute(3, 2, 0, 1).contiguous()}  # HWIO -> OIHW
+        if "b" in self.params.get(hk, {}):
+            out[f"{ours}.bias"] = self(hk, "b")
+        return out
+
+    def layer_norm(self, hk: str, ours: str) -> dict[str, torch.Tensor]:
+        return {f"{ours}.weight": self(hk, "scale"), f"{ours}.bias": self(hk, "offset")}
+
+    def attention_layer(self, hk: str, ours: str, cross: bool) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        norms = ("q_norm", "kv_norm", "mlp_norm") if cross else ("norm", "mlp_norm")
+        for i, name in enumerate(norms):
+            out.update(self.layer_norm(f"{hk}/layer_norm" + (f"_{i}" if i else ""), f"{ours}.{name}"))
+        for i, name in enumerate(("q", "k", "v", "out")):
+            out.update(self.linear(f"{hk}/attention/linear" + (f"_{i}" if i else ""), f"{ours}.attention.{name}"))
+        out.update(self.linear(f"{hk}/mlp/linear", f"{ours}.mlp.0"))
+        out.update(self.linear(f"{hk}/mlp/linear_1", f"{ours}.mlp.2"))
+        return out
+
+    def encoder(self, hk: str, num_self_attends: int) -> dict[str, torch.Tensor]:
+        out = {"encoder.latents": self(f"{hk}/~/trainable_position_encoding", "pos_embs")}
+        out.update(self.attention_layer(f"{hk}/~/cross_attention", "encoder.cross_attends.0", cross=True))
+        for i in range(num_self_attends):
+            name = f"{hk}/~/self_attention" + (f"_{i}" if i else "")
+            out.update(self.attention_layer(name, f"encoder.self_attends.{i}", cross=False))
+        return out
+
+    def decoder(self, hk: str, trainable_query: bool, final_project: bool) -> dict[str, torch.Tensor]:
+        out = self.attention_layer(f"{hk}/cross_attention", "decoder.cross_attention", cross=True)
+        if trainable_query:
+            out["decoder.query.embeddings"] = self(f"{hk}/~/trainable_position_encoding", "pos_embs")
+        if final_project:
+            out.update(self.linear(f"{hk}/output", "decoder.output"))
+        return out
+
+
+def _image_preprocessor(model: ImageClassifier, read: _Reader) -> dict[str, torch.Tensor]:
+    config = model.input_adapter.config
+    out: dict[str, torch.Tensor] = {}
+    if config.prep_type == "conv1x1":
+        out.update(read.conv("image_preprocessor/~/conv2_d", "input_adapter.stem"))
+    elif config.prep_type == "conv":
+        base = "image_preprocessor/~/conv2_d_downsample/~"
+        out.update(read.conv(f"{base}/conv", "input_adapter.stem.conv"))
+        bn = "input_adapter.stem.batchnorm"
+        out[f"{bn}.weight"] = read(f"{base}/batchnorm", "scale").reshape(-1)
+        out[f"{bn}.bias"] = read(f"{base}/batchnorm", "offset").reshape(-1)
+        out[f"{bn}.running_mean"] = read(f"{base}/batchnorm/~/mean_ema", "average", state=True).reshape(-1)
+        out[f"{bn}.running_var"] = read(f"{base}/batchnorm/~/var_ema", "average", state=True).reshape(-1)
+    pe = config.position_encoding
+    if pe is not None and pe.kind == "trainable":
+        base = "image_preprocessor/~_build_network_inputs"
+        table = read(f"{base}/trainable_position_encoding", "pos_embs")
+        if pe.project_pos_dim > 0:
+            out["input_adapter.position_encoding.base.embeddings"] = table
+            out.update(read.linear(f"{base}/position_encoding_projector/linear", "input_adapter.position_encoding.projection"))
+        else:
+            out["input_adapter.position_encoding.embeddings"] = table
+    return out
+
+
+def _state_from_haiku(model: PerceiverIO, read: _Reader) -> dict[str, torch.Tensor]:
+    n_self = model.encoder.config.num_self_attends_per_block
+    final_project = getattr(model.decoder, "output", None) is not None
+    if isinstance(model, MaskedLanguageModel):
+        out = read.encoder("perceiver_encoder", n_self)
+        out.update(read.decoder("basic_decoder", trainable_query=True, final_project=final_project))
+        out["input_adapter.embedding.weight"] = read("embed", "embeddings")
+        out["input_adapter.position_encoding.embeddings"] = read("trainable_position_encoding", "pos_embs")
+        out["output_adapter.bias"] = read("embedding_decoder", "bias")
+        return out
+    if isinstance(model, ImageClassifier):
+        out = read.encoder("perceiver_encoder", n_self)
+        out.update(read.decoder("classification_decoder/~/basic_decoder", trainable_query=True, final_project=True))
+        out.update(_image_preprocessor(model, read))
+        return out
+    if isinstance(model, OpticalFlow):
+        out = read.encoder("perceiver_encoder", n_self)
+        out.update(read.decoder("flow_decoder/~/basic_decoder", trainable_query=False, final_project=True))
+        out.update(read.linear("image_preprocessor/patches_linear", "input_adapter.patches_linear"))
+        return out
+    if isinstance(model, MultimodalAutoencoder):
+        out = read.encoder("encoder", n_self)
+        out.update(read.decoder("multimodal_decoder/~/basic_decoder", trainable_query=False, final_project=True))
+        for m in ("audio", "image", "label"):
+            out[f"input_adapter.padding.{m}"] = read(f"multimodal_preprocessor/{m}_padding", "pos_embs")
+            out[f"output_adapter.padding.{m}"] = read(f"multimodal_decoder/~decoder_query/{m}_padding", "pos_embs")
+        for m in model.input_adapter.mask_token:
+            out[f"input_adapter.mask_token.{m}"] = read(f"multimodal_preprocessor/{m}_mask_token", "pos_embs")
+        out["output_adapter.label_query.embeddings"] = read(
+            "classification_decoder/~/basic_decoder/~/trainable_position_encoding", "pos_embs"
+        )
+        for m, hk in (("audio", "audio_postprocessor"), ("image", "projection_postprocessor"),
+                      ("label", "classification_postprocessor")):
+            out.update(read.linear(f"{hk}/linear", f"output_adapter.postprocessors.{m}"))
+        return out
+    raise TypeError(f"model: no official checkpoint layout for {type(model).__name__}")
+
+
+def from_haiku(
+    path: str | os.PathLike[str], preset: str | PerceiverIOConfig | PerceiverIO, model_class: type | None = None
+) -> PerceiverIO:
+    """Load an official checkpoint into a task model.
+
+    Args:
+        path: the official ``.pickle`` / ``.pystate`` file.
+        preset: a preset name (``perceiver_io.models.presets.PRESETS``), a config (with
+            ``model_class``), or a model instance to fill.
+        model_class: the task model class when ``preset`` is a config.
+
+    Every parameter of the model must be found in the file with the right shape, and every
+    parameter in the file must be used; otherwise a ``ValueError`` names the file and the keys.
+    The model is returned in eval mode.
+    """
+    path = Path(path)
+    params, state = load_haiku_checkpoint(path)
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"preset: unknown preset {preset!r}; known: {sorted(PRESETS)}")
+        model = PRESETS[preset]()
+    elif isinstance(preset, PerceiverIOConfig):
+        if model_class is None:
+            raise ValueError("model_class: required when preset is a config")
+        model = model_class.from_config(preset)
+    else:
+        model = preset
+    read = _Reader(params, state)
+    try:
+        tensors = _state_from_haiku(model, read)
+    except KeyError as e:
+        raise ValueError(f"{path}: missing haiku parameter {e.args[0]} for {type(model).__name__}") from None
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if k not in tensors and not k.endswith("num_batches_tracked"))
+    mismatched = [
+        f"{k}: file {list(v.shape)} vs model {list(expected[k].shape)}"
+        for k, v in tensors.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    unused = read.unused()
+    if missing or mismatched or unused:
+        problems = []
+        if missing:
+            problems.append(f"model parameters not in the file {missing[:5]}")
+        if mismatched:
+            problems.append(f"shape mismatch {mismatched[:5]}")
+        if unused:
+            problems.append(f"{len(unused)} file parameter(s) the model does not have {unused[:5]}")
+        raise ValueError(f"{path}: checkpoint does not match {type(model).__name__}: " + "; ".join(problems))
+    with torch.no_grad():
+        for k, v in tensors.items():
+            expected[k].copy_(v)
+    return model.eval()
