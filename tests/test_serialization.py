@@ -28,7 +28,8 @@ def test_round_trip_is_bit_exact(tmp_path: Path, image_classifier: PerceiverIO):
             p.add_(torch.randn_like(p))
     image_classifier.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]  # no temp files left
-    loaded = PerceiverIO.from_pretrained(tmp_path).eval()
+    loaded = PerceiverIO.from_pretrained(tmp_path)
+    assert not loaded.training  # returned ready for inference, like transformers
     assert loaded.config == image_classifier.config
     for (k1, v1), (k2, v2) in zip(image_classifier.state_dict().items(), loaded.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)

@@ -144,7 +144,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
 
 
 def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model saved with :func:`save_pretrained` (any registered model type)."""
+    """Rebuild a model saved with :func:`save_pretrained` (any registered model type), in eval mode."""
     directory = Path(directory)
     data = read_config(directory)
     model_type = data["model_type"]
@@ -158,7 +158,7 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
     build = getattr(cls, "from_config", cls)
     model = build(config)
     load_weights(model, directory / WEIGHTS_NAME)
-    return model.to(map_location)
+    return model.to(map_location).eval()
 
 
 class PretrainedMixin:

@@ -15,10 +15,14 @@ from .base import require
 
 
 def tile_origins(size: int, tile: int, min_overlap: int) -> list[int]:
-    """Official tiling along one axis: a step of ``tile - min_overlap``, the last tile flush with the edge."""
+    """Official tiling along one axis: a step of ``tile - min_overlap``, the last tile flush with the edge.
+
+    Where the official rule would place a tile past the edge (it then fails), the tile is moved
+    back to end at the edge.
+    """
     origins = list(range(0, size, tile - min_overlap))
     origins[-1] = size - tile
-    return origins
+    return [min(o, size - tile) for o in origins]
 
 
 def tent_weights(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:

@@ -1,0 +1,152 @@
+"""Task models: presets reproduce the official parameter counts; task-specific behaviour."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from perceiver_io import from_pretrained
+from perceiver_io.cli import main
+from perceiver_io.core.decoder import AverageDecoderConfig
+from perceiver_io.models import ImageClassifier, MaskedLanguageModel, OpticalFlow, presets
+from perceiver_io.models.flow import tile_origins
+
+from official_fixtures import FAMILIES, FIXTURES
+
+OFFICIAL_PARAMS = {
+    "language_perceiver_bytes": 201_108_230,
+    "imagenet_fourier": 48_440_627,
+    "imagenet_conv": 48_646_522,
+    "imagenet_learned": 62_255_848,
+    "optical_flow": 41_057_134,
+    "multimodal_autoencoding": 19_858_855,
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_preset_parameter_counts_equal_the_official_models(name):
+    with torch.device("meta"):  # counts without allocating 200M floats
+        model = presets.PRESETS[name]()
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_paper_size_presets_run_one_forward(name):
+    model = presets.PRESETS[name]().eval()
+    with torch.inference_mode():
+        if name == "language_perceiver_bytes":
+            out = model(torch.randint(0, 262, (1, 2048)))
+            assert out.shape == (1, 2048, 262)
+        elif name.startswith("imagenet"):
+            assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+        elif name == "optical_flow":
+            assert model(torch.rand(1, 2, 3, 368, 496) * 2 - 1).shape == (1, 2, 368, 496)
+        else:
+            inputs = {"image": torch.rand(1, 16, 3, 224, 224), "audio": torch.randn(1, 30720, 1),
+                      "label": torch.zeros(1, 700)}
+            points = {"image": torch.arange(0, 802816, 64), "audio": torch.arange(0, 1920, 16)}
+            out = model(inputs, subsampled_output_points=points)
+            assert out["image"].shape == (1, 12544, 3) and out["audio"].shape == (1, 120 * 16)
+            assert out["label"].shape == (1, 700)
+    assert torch.isfinite(out if torch.is_tensor(out) else out["image"]).all()
+
+
+def test_mlm_masks_padded_queries_like_the_official_model():
+    model_class, config = FAMILIES["mlm"]()
+    model = model_class.from_config(config).eval()
+    ids = torch.randint(6, 262, (2, 20))
+    mask = torch.ones(2, 20, dtype=torch.long)
+    mask[1, 12:] = 0
+    with torch.no_grad():
+        logits = model(ids, mask)
+        alone = model(ids[1:, :12], mask[1:, :12])
+    assert logits.shape == (2, 20, 262)
+    torch.testing.assert_close(logits[1, :12], alone[0], rtol=1e-5, atol=1e-5)  # padding changes nothing
+    masked_rows = logits[1, 12:]
+    assert torch.allclose(masked_rows, masked_rows[0].expand_as(masked_rows), atol=1e-5)  # no attention, no position
+    del masked_rows
+
+
+def test_image_classifier_with_average_decoder(tmp_path):
+    model_class, config = FAMILIES["image_fourier"]()
+    config = config.replace(decoder=AverageDecoderConfig(32, 10))
+    model = ImageClassifier.from_config(config).eval()
+    images = torch.randn(3, 3, 16, 20)
+    with torch.no_grad():
+        logits = model(images)
+        latents = model.encoder(model.input_adapter(images))
+    torch.testing.assert_close(logits, model.decoder.output(latents.mean(1)))
+    model.save_pretrained(tmp_path)
+    assert torch.equal(from_pretrained(tmp_path)(images), logits)
+
+
+def official_tiled_flow(model: OpticalFlow, frames: np.ndarray, min_overlap: int) -> np.ndarray:
+    """The official colab's compute_grid_indices + compute_optical_flow, written with numpy (NHWC)."""
+    th, tw = model.input_adapter.config.image_shape[1:]
+    h, w = frames.shape[-2:]
+    ys = list(range(0, h, th - min_overlap))
+    xs = list(range(0, w, tw - min_overlap))
+    ys[-1], xs[-1] = h - th, w - tw
+    flows, count = 0.0, 0.0
+    for y, x in itertools.product(ys, xs):
+        piece = frames[..., y : y + th, x : x + tw]
+        with torch.no_grad():
+            flow = model(torch.from_numpy(piece)).permute(0, 2, 3, 1).numpy()
+        wx, wy = np.meshgrid(np.arange(tw), np.arange(th))
+        wx = np.minimum(wx + 1, tw - wx)
+        wy = np.minimum(wy + 1, th - wy)
+        weights = np.minimum(wx, wy)[None, :, :, None]
+        pad = [(0, 0), (y, h - y - th), (x, w - x - tw), (0, 0)]
+        flows = flows + np.pad(flow * weights, pad)
+        count = count + np.pad(weights, pad)
+    return flows / count
+
+
+def test_tiled_flow_matches_the_official_stitching():
+    model_class, config = FAMILIES["optical_flow"]()
+    model = OpticalFlow.from_config(config).eval()
+    frames = torch.rand(1, 2, 3, 16, 24) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict_tiled(frames, min_overlap=5), model(frames), rtol=1e-5, atol=1e-5)
+    big = torch.rand(1, 2, 3, 40, 50) * 2 - 1
+    got = model.predict_tiled(big, min_overlap=5)
+    expected = official_tiled_flow(model, big.numpy(), 5)
+    np.testing.assert_allclose(got.permute(0, 2, 3, 1).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert tile_origins(40, 16, 5) == [0, 11, 22, 24]
+    assert tile_origins(37, 16, 5) == [0, 11, 21, 21]  # the official rule would cut past the edge here
+    with pytest.raises(ValueError, match="frames: expected at least the training size 16x24, got 10x50"):
+        model.predict_tiled(torch.zeros(1, 2, 3, 10, 50), min_overlap=5)
+    with pytest.raises(ValueError, match="min_overlap: expected less than the tile size 16x24, got 20"):
+        model.predict_tiled(big)
+
+
+def test_task_models_reject_mismatched_parts():
+    _, mlm_config = FAMILIES["mlm"]()
+    _, image_config = FAMILIES["image_fourier"]()
+    with pytest.raises(ValueError, match="input_adapter: ImageClassifier needs a ImageInputAdapter, got TextInputAdapter"):
+        ImageClassifier.from_config(image_config.replace(input_adapter=mlm_config.input_adapter))
+    with pytest.raises(ValueError, match="output_adapter: MaskedLanguageModel needs a TiedEmbeddingOutputAdapter"):
+        MaskedLanguageModel.from_config(mlm_config.replace(output_adapter=image_config.output_adapter))
+
+
+def test_convert_cli_from_haiku(tmp_path, capsys, monkeypatch):
+    model_class, config = FAMILIES["image_conv"]()
+    monkeypatch.setitem(presets.PRESETS, "tiny_image_conv", lambda: model_class.from_config(config))
+    source = FIXTURES / "image_conv.params.pickle"
+    assert main(["convert", "--from", "haiku", str(source), str(tmp_path / "out"), "--preset", "tiny_image_conv"]) == 0
+    assert "wrote ImageClassifier" in capsys.readouterr().out
+    io = np.load(FIXTURES / "image_conv.io.npz")
+    with torch.no_grad():
+        logits = from_pretrained(tmp_path / "out")(torch.from_numpy(io["images_nhwc"]).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(logits.numpy(), io["logits"], rtol=1e-4, atol=1e-4 * np.abs(io["logits"]).max())
+
+    # a checkpoint that is not the named preset: one clear error line, nothing written
+    code = main(["convert", "--from", "haiku", str(source), str(tmp_path / "bad"), "--preset", "imagenet_conv"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "image_conv.params.pickle: missing haiku parameter" in err
+    assert not (tmp_path / "bad").exists()
