@@ -18,6 +18,7 @@ from .core import (
 from .core.perceiver import PerceiverIO, PerceiverIOConfig
 from .serialization import from_pretrained, save_pretrained
 from .tokenizer import ByteTokenizer
+from . import models  # registers the task models, so from_pretrained can rebuild them
 
 __version__ = "0.1.0"
 
@@ -25,5 +26,5 @@ __all__ = [
     "ByteTokenizer", "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "DecoderConfig", "EncoderConfig",
     "ImageInputAdapter", "ImageInputAdapterConfig", "PerceiverDecoder", "PerceiverEncoder", "PerceiverIO",
     "PerceiverIOConfig", "PositionEncodingConfig", "TextInputAdapter", "TextInputAdapterConfig",
-    "from_pretrained", "save_pretrained",
+    "from_pretrained", "models", "save_pretrained",
 ]

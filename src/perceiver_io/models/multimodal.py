@@ -70,10 +70,12 @@ class MultimodalAutoencoder(PerceiverIO):
     ) -> dict[str, torch.Tensor]:
         latents = self.encode(inputs)
         if subsampled_output_points is not None:
-            unknown = set(subsampled_output_points) - {"image", "audio"}
+            # {"label": None} (as transformers' examples pass it) means "the label as always"
+            unknown = {k for k, v in subsampled_output_points.items() if v is not None} - {"image", "audio"}
             if unknown:
                 raise ValueError(
-                    f"subsampled_output_points: expected keys among ['audio', 'image'], got {sorted(subsampled_output_points)}"
+                    f"subsampled_output_points: expected keys among ['audio', 'image'] (and 'label': None), "
+                    f"got {sorted(subsampled_output_points)}"
                 )
             return {
                 m: self.decode(latents, m, subsampled_output_points.get(m) if m != "label" else None)
