@@ -10,8 +10,14 @@ Method (Linux only; reads ``/proc``):
   runs one warm-up forward and then timed forwards, and reads the peak RSS (``VmHWM``) after them.
   The reported memory is ``peak RSS - RSS before the first forward``: the peak extra memory the
   forward needs on top of the model and its inputs.
-* Time is the median of the timed forwards (``time.perf_counter``). Rows whose warm-up forward
-  is slow run fewer timed forwards (at least one) so a benchmark stays within its budget.
+  Before that reading, garbage is collected and glibc's free pages are handed back to the OS
+  (``malloc_trim``) so that memory freed while building the model cannot hide forward memory.
+* Time is the median of the timed forwards (``time.perf_counter``). Fast rows repeat until the
+  timed forwards take about a second (less noise); rows whose warm-up forward is slow run fewer
+  timed forwards (at least one) so a benchmark stays within its budget.
+* Contention: over the timed forwards the worker records the CPU cores it used itself, the cores
+  other processes used (machine busy time from ``/proc/stat`` minus its own) and steal time, so
+  a row disturbed by other work on the machine can be recognised (and re-run).
 * The parent watches each worker: it kills one whose RSS passes a cap (reported as "memory") or
   which runs past a time limit (reported as "time"); a worker killed by the kernel (SIGKILL, the
   OOM killer) or failing to allocate also counts as "memory".
@@ -19,7 +25,10 @@ Method (Linux only; reads ``/proc``):
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
+import math
 import os
 import platform
 import resource
@@ -87,6 +96,42 @@ def mem_available_bytes() -> int:
     raise RuntimeError("MemAvailable not found in /proc/meminfo")
 
 
+def release_free_memory() -> None:
+    """Collect garbage and hand the allocator's free pages back to the OS (glibc ``malloc_trim``).
+
+    Without it, memory freed while building a model stays resident and a later forward reuses it
+    without raising the RSS, hiding part of the forward's memory.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def cpu_counters() -> tuple[float, float, float]:
+    """(CPU seconds of this process, busy CPU seconds of the machine, steal seconds of the machine)."""
+    t = os.times()
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return t.user + t.system, (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def wait_for_quiet(max_busy_cores: float, max_wait_s: float, interval_s: float = 1.0) -> float:
+    """Wait (at most ``max_wait_s``) until the machine's busy cores over ``interval_s`` drop to
+    ``max_busy_cores``; returns the last reading (call it while no worker of ours runs)."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        _, busy0, steal0 = cpu_counters()
+        time.sleep(interval_s)
+        _, busy1, steal1 = cpu_counters()
+        busy = (busy1 - busy0 + steal1 - steal0) / interval_s
+        if busy <= max_busy_cores or time.monotonic() >= deadline:
+            return busy
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an exception is an allocation failure (Python or the torch CPU allocator)."""
     if isinstance(exc, MemoryError):
@@ -110,29 +155,46 @@ class Measurement:
     peak_rss_bytes: int
     extra_bytes: int
     peak_was_reset: bool
+    own_cores: float
+    other_cores: float
+    steal_cores: float
 
 
-def measure_forward(forward: Callable[[], Any], repeats: int, time_budget_s: float) -> Measurement:
-    """Warm-up forward plus up to ``repeats`` timed forwards of ``forward``; see the module docstring.
+def timed_count(warmup_s: float, repeats: int, time_budget_s: float, min_time_s: float, max_count: int = 50) -> int:
+    """How many timed forwards: ``repeats``, raised so they take ``min_time_s`` (at most ``max_count``),
+    lowered so they fit ``time_budget_s`` (at least one)."""
+    warmup_s = max(warmup_s, 1e-6)
+    count = max(repeats, min(max_count, math.ceil(min_time_s / warmup_s)))
+    return max(1, min(count, int(time_budget_s // warmup_s)))
 
-    The number of timed forwards is ``min(repeats, time_budget_s // warm-up time)``, at least one.
-    ``forward`` is called under ``torch.inference_mode()`` by the caller; its result is dropped
-    right after each call (so the output's memory is part of the forward's peak).
+
+def measure_forward(
+    forward: Callable[[], Any], repeats: int, time_budget_s: float, min_time_s: float = 1.0
+) -> Measurement:
+    """Warm-up forward plus timed forwards of ``forward``; see the module docstring.
+
+    The number of timed forwards comes from :func:`timed_count`. ``forward`` is called under
+    ``torch.inference_mode()`` by the caller; its result is dropped right after each call (so the
+    output's memory is part of the forward's peak).
     """
+    release_free_memory()
     rss_before = rss_bytes()
     was_reset = reset_peak_rss()
     start = time.perf_counter()
     out = forward()
     warmup = time.perf_counter() - start
     del out
-    count = max(1, min(repeats, int(time_budget_s // max(warmup, 1e-9))))
+    count = timed_count(warmup, repeats, time_budget_s, min_time_s)
     times = []
+    own0, busy0, steal0 = cpu_counters()
     for _ in range(count):
         start = time.perf_counter()
         out = forward()
         times.append(time.perf_counter() - start)
         del out
+    own1, busy1, steal1 = cpu_counters()
     peak = peak_rss_bytes()
+    wall = max(sum(times), 1e-9)
     return Measurement(
         median_s=statistics.median(times),
         times_s=times,
@@ -141,6 +203,9 @@ def measure_forward(forward: Callable[[], Any], repeats: int, time_budget_s: flo
         peak_rss_bytes=peak,
         extra_bytes=max(0, peak - rss_before),
         peak_was_reset=was_reset,
+        own_cores=(own1 - own0) / wall,
+        other_cores=max(0.0, (busy1 - busy0) - (own1 - own0)) / wall,
+        steal_cores=(steal1 - steal0) / wall,
     )
 
 
