@@ -15,7 +15,7 @@ $(VENV)/.installed-%: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed-test
 
-demo: $(VENV)/.installed-test
+demo: $(VENV)/.installed-train
 	$(VENV)/bin/perceiver-io demo
 
 test: $(VENV)/.installed-test

@@ -137,3 +137,18 @@ def test_dropout_only_in_training():
     torch.testing.assert_close(layer(x), layer(x))
     layer.train()
     assert not torch.allclose(layer(x), layer(x))
+
+
+def test_attention_weights_reproduce_the_attention_output():
+    layer = CrossAttentionLayer(8, 6, num_heads=2)
+    x_q, x_kv = torch.randn(2, 3, 8), torch.randn(2, 5, 6)
+    mask = torch.rand(2, 5) > 0.3
+    mask[:, 0] = True
+    w = layer.attention_weights(x_q, x_kv, mask)
+    assert w.shape == (2, 2, 3, 5)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 3))
+    assert (w.masked_select(~mask[:, None, None, :].expand_as(w)) == 0).all()
+    v = layer.attention.v(layer.kv_norm(x_kv)).view(2, 5, 2, -1).transpose(1, 2)
+    out = (w @ v).transpose(1, 2).reshape(2, 3, -1)
+    expected = layer.attention(layer.q_norm(x_q), layer.kv_norm(x_kv), mask)
+    torch.testing.assert_close(layer.attention.out(out), expected, rtol=1e-5, atol=1e-6)

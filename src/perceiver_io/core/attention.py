@@ -87,6 +87,22 @@ class MultiHeadAttention(nn.Module):
         return self.out(out)
 
 
+    @torch.no_grad()
+    def attention_weights(
+        self, x_q: torch.Tensor, x_kv: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The attention probabilities ``[B, H, Nq, Nk]`` (for inspection; the forward never builds them)."""
+        b, nq, _ = x_q.shape
+        h = self.num_heads
+        q = self.q(x_q).view(b, nq, h, -1).transpose(1, 2)
+        k = self.k(x_kv).view(b, x_kv.shape[1], h, -1).transpose(1, 2)
+        logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        if attention_mask is not None:
+            mask = attention_mask[:, None, None, :] if attention_mask.dim() == 2 else attention_mask[:, None]
+            logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+        return logits.softmax(-1)
+
+
 class MLP(nn.Sequential):
     """``Linear(C, wC) -> GELU -> Linear(wC, C) -> Dropout``."""
 
@@ -134,6 +150,12 @@ class CrossAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.mlp_norm = nn.LayerNorm(num_q_channels, eps=LAYER_NORM_EPS)
         self.mlp = MLP(num_q_channels, widening_factor, activation, dropout)
+
+    def attention_weights(
+        self, x_q: torch.Tensor, x_kv: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention probabilities ``[B, H, Nq, Nk]`` of this layer (after its LayerNorms)."""
+        return self.attention.attention_weights(self.q_norm(x_q), self.kv_norm(x_kv), attention_mask)
 
     def forward(
         self, x_q: torch.Tensor, x_kv: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -113,6 +113,12 @@ class PerceiverEncoder(nn.Module):
             return None
         return self.cross_attends[min(block, len(self.cross_attends) - 1)]
 
+    def cross_attention_weights(self, inputs: torch.Tensor, input_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Which inputs each latent reads in the first cross-attention: ``[B, heads, N, M]``."""
+        input_mask = check_mask("input_mask", input_mask, (inputs.shape[0], inputs.shape[1]))
+        z = self.latents.expand(inputs.shape[0], -1, -1)
+        return self.cross_attends[0].attention_weights(z, inputs, input_mask)
+
     def forward(self, inputs: torch.Tensor, input_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encode ``inputs [B, M, C_in]`` (``input_mask [B, M]``, True = real input) into latents ``[B, N, D]``."""
         c = self.config

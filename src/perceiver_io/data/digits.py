@@ -1,0 +1,133 @@
+"""scikit-learn's handwritten digits (8x8, 10 classes, 1,797 images) as a Lightning data module.
+
+The data ship inside scikit-learn, so nothing is downloaded. DESIGN.md ("Small-data behaviour") measures a small
+Perceiver IO on this set; with ``val_fraction=0`` the training split is the 1,437 images used there.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+Split = Literal["train", "val", "test"]
+
+
+class DigitsDataModule(pl.LightningDataModule):
+    """Fixed, stratified train / val / test splits of ``sklearn.datasets.load_digits``.
+
+    Batches are tuples ``(pixel_values [B, 1, 8, 8] float32, labels [B] long)``. Pixels (0..16) are scaled to
+    [0, 1], and then to [-1, 1] when ``normalize`` is true.
+
+    Both fractions are of the whole data set (1,797 images), rounded up as scikit-learn does: the defaults give
+    360 test, 180 validation and 1,257 training images. The split depends only on ``seed`` and the fractions, so
+    every instance built with the same arguments sees the same images. ``val_fraction=0`` gives no validation
+    split (an empty ``val_dataloader``) and 1,437 training images.
+
+    Args:
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (the data are tiny; 0 is usually fastest).
+        val_fraction: fraction of all images held out for validation, in [0, 1).
+        test_fraction: fraction of all images held out for testing, in (0, 1).
+        seed: seeds the split and the training shuffle.
+        normalize: scale pixels to [-1, 1] (else [0, 1]).
+    """
+
+    num_classes: int = 10
+    image_shape: tuple[int, int, int] = (1, 8, 8)
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction must be < 1 to leave training data, "
+                             f"got {val_fraction} + {test_fraction}")
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.normalize = normalize
+        self.datasets: dict[Split, TensorDataset] = {}
+        self.indices: dict[Split, np.ndarray] = {}
+
+    def prepare_data(self) -> None:
+        """Nothing to download: the digits ship with scikit-learn."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the digits and split them (idempotent; every stage gets all three splits)."""
+        if self.datasets:
+            return
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        images = np.asarray(digits.images, dtype=np.float32)  # [N, 8, 8], values 0..16
+        labels = np.asarray(digits.target, dtype=np.int64)
+        n = len(labels)
+        n_test = math.ceil(self.test_fraction * n)
+        n_val = math.ceil(self.val_fraction * n)
+        for name, count in (("test", n_test), ("val", n_val)):
+            if 0 < count < self.num_classes:
+                raise ValueError(f"{name} split of {count} images is too small to stratify over "
+                                 f"{self.num_classes} classes; raise {name}_fraction")
+        index = np.arange(n)
+        rest, test = train_test_split(index, test_size=n_test, stratify=labels, random_state=self.seed)
+        if n_val:
+            train, val = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=self.seed)
+        else:
+            train, val = rest, rest[:0]
+        pixels = torch.from_numpy(images / 16.0).unsqueeze(1)  # [N, 1, 8, 8] in [0, 1]
+        if self.normalize:
+            pixels = pixels * 2.0 - 1.0
+        targets = torch.from_numpy(labels)
+        for split, idx in (("train", train), ("val", val), ("test", test)):
+            self.indices[split] = np.sort(idx)
+            t = torch.from_numpy(self.indices[split])
+            self.datasets[split] = TensorDataset(pixels[t].contiguous(), targets[t].contiguous())
+
+    def _dataset(self, split: Split) -> TensorDataset:
+        self.setup()
+        return self.datasets[split]
+
+    def _loader(self, split: Split, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self._dataset(split), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (the order is fixed by ``seed`` for a fresh DataLoader)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches, in a fixed order (empty when ``val_fraction=0``)."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches, in a fixed order."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test images (with their labels), in a fixed order."""
+        return self._loader("test", shuffle=False)

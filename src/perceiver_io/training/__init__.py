@@ -1,0 +1,1 @@
+"""Training with PyTorch Lightning: task modules, data, checkpoints without pickle."""

@@ -1,0 +1,114 @@
+"""The LightningModule shared by all tasks: a task model built from a config, the official
+optimiser recipe, schedules, and the engineering switches (activation checkpointing, compile)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ..core.perceiver import PerceiverIO, PerceiverIOConfig
+from ..core.validation import check_choice
+from ..models.presets import PRESETS
+from .optim import build_optimizer, constant_then_cosine, warmup_cosine
+
+SCHEDULES = ("constant_cosine", "warmup_cosine", "constant")
+
+
+class PerceiverTask(pl.LightningModule):
+    """Base of the task modules.
+
+    Args:
+        model: the task model's config as a dict (the ``config`` of a ``save_pretrained``
+            directory), or None to use ``preset``.
+        preset: a preset name (``perceiver_io.models.presets.PRESETS``) when ``model`` is None.
+        optimizer: ``"lamb"`` (official: global-norm clipping, Adam scaling, weight decay not on
+            biases and norms, trust ratio) or ``"adamw"``.
+        lr, weight_decay, betas, eps, max_grad_norm: optimiser settings (official defaults).
+        schedule: ``"constant_cosine"`` (official: constant for ``constant_fraction`` of the steps,
+            then cosine to 0), ``"warmup_cosine"`` (linear warm-up over ``warmup_steps``) or
+            ``"constant"``; stepped every optimiser step. ``warmup_fraction`` (of all steps) is used
+            when ``warmup_steps`` is 0.
+        activation_checkpointing: recompute the latent self-attention stack in the backward pass.
+        compile: ``torch.compile`` the model.
+    """
+
+    model_class: type[PerceiverIO] = PerceiverIO
+
+    def __init__(
+        self,
+        model: dict[str, Any] | None = None,
+        preset: str | None = None,
+        optimizer: str = "lamb",
+        lr: float = 5e-4,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        max_grad_norm: float | None = 10.0,
+        schedule: str = "constant_cosine",
+        constant_fraction: float = 0.5,
+        warmup_steps: int = 0,
+        warmup_fraction: float = 0.0,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        check_choice("schedule", schedule, SCHEDULES)
+        check_choice("optimizer", optimizer, ("lamb", "adamw"))
+        self.save_hyperparameters()
+        self.model = self.build_model(model, preset)
+        if activation_checkpointing:
+            self.model.encoder.gradient_checkpointing = True
+        self.forward_model: nn.Module = torch.compile(self.model) if compile else self.model
+
+    def build_model(self, model: dict[str, Any] | None, preset: str | None) -> PerceiverIO:
+        if (model is None) == (preset is None):
+            raise ValueError("model: give exactly one of model (a config dict) or preset (a name)")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"preset: unknown preset {preset!r}; known: {sorted(PRESETS)}")
+            built = PRESETS[preset]()
+        else:
+            built = self.model_class.from_config(PerceiverIOConfig.from_dict(model))  # type: ignore[arg-type]
+        if not isinstance(built, self.model_class):
+            raise ValueError(f"model: this task trains a {self.model_class.__name__}, the config builds a {type(built).__name__}")
+        return built
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from .export import MODEL_CONFIG_KEY, MODEL_TYPE_KEY, TASK_KEY
+
+        checkpoint[TASK_KEY] = type(self).__name__
+        checkpoint[MODEL_TYPE_KEY] = type(self.model).__name__
+        checkpoint[MODEL_CONFIG_KEY] = self.model.config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from .export import TASK_KEY
+
+        task = checkpoint.get(TASK_KEY)
+        if task is not None and task != type(self).__name__:
+            raise ValueError(f"ckpt_path: the checkpoint is from a {task} run, not a {type(self).__name__} run")
+
+    def configure_optimizers(self) -> Any:
+        h = self.hparams
+        optimizer = build_optimizer(
+            self.model, h.optimizer, lr=h.lr, weight_decay=h.weight_decay, betas=tuple(h.betas), eps=h.eps,
+            max_grad_norm=h.max_grad_norm,
+        )
+        if h.schedule == "constant":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        if h.schedule == "constant_cosine":
+            scheduler = constant_then_cosine(optimizer, total, h.constant_fraction)
+        else:
+            warmup = h.warmup_steps or int(h.warmup_fraction * total)
+            scheduler = warmup_cosine(optimizer, total, warmup)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:  # type: ignore[no-untyped-def]
+        # LAMB clips inside its step (exactly as optax); AdamW gets the same global-norm clip here.
+        if self.hparams.optimizer == "adamw" and self.hparams.max_grad_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        elif gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -1,0 +1,226 @@
+"""The training system: loss goes down, checkpoints resume exactly (also after SIGKILL and Ctrl-C),
+2-process DDP ends with identical weights, switches work, and errors are one clear line."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from perceiver_io import from_pretrained
+from perceiver_io.cli import main
+from perceiver_io.data import DigitsDataModule
+from perceiver_io.training.checkpoint_io import SafeCheckpointIO, read_checkpoint, write_checkpoint
+from perceiver_io.training.export import export_checkpoint
+from perceiver_io.training.image import ImageClassificationTask
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "configs" / "image_classifier" / "digits.yaml"
+CLI = [sys.executable, "-m", "perceiver_io.cli"]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def tiny_task(**kwargs) -> ImageClassificationTask:
+    defaults = dict(preset="digits_fourier", optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="constant",
+                    max_grad_norm=1.0, label_smoothing=0.0)
+    defaults.update(kwargs)
+    return ImageClassificationTask(**defaults)
+
+
+def trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                    default_root_dir=str(tmp_path), plugins=[SafeCheckpointIO()], limit_val_batches=0,
+                    enable_checkpointing=False)
+    defaults.update(kwargs)
+    return pl.Trainer(**defaults)
+
+
+def batch_loss(task: ImageClassificationTask, data: DigitsDataModule) -> float:
+    images, labels = next(iter(data.val_dataloader()))
+    task.eval()
+    with torch.no_grad():
+        loss = float(torch.nn.functional.cross_entropy(task(images), labels))
+    task.train()
+    return loss
+
+
+@pytest.mark.parametrize("optimizer", ["lamb", "adamw"])
+def test_a_few_steps_lower_the_loss(tmp_path, optimizer):
+    pl.seed_everything(0)
+    data = DigitsDataModule(batch_size=32)
+    data.setup("fit")
+    task = tiny_task(optimizer=optimizer, lr=2e-3 if optimizer == "adamw" else 5e-3, max_grad_norm=10.0)
+    before = batch_loss(task, data)
+    trainer(tmp_path, max_steps=30).fit(task, datamodule=data)
+    assert batch_loss(task, data) < 0.9 * before
+
+
+def test_bf16_autocast_and_activation_checkpointing_switches(tmp_path):
+    pl.seed_everything(0)
+    data = DigitsDataModule(batch_size=16)
+    task = tiny_task(activation_checkpointing=True)
+    assert task.model.encoder.gradient_checkpointing
+    trainer(tmp_path, max_steps=3, precision="bf16-mixed").fit(task, datamodule=data)
+    assert all(torch.isfinite(p).all() for p in task.parameters())
+
+
+def _checkpoint_steps(directory: Path) -> list[int]:
+    return sorted(read_checkpoint(p)["global_step"] for p in directory.rglob("step-*.ckpt"))
+
+
+def test_resume_after_sigkill_continues_from_the_saved_step(tmp_path):
+    run = tmp_path / "run"
+    cmd = CLI + ["image-classifier", "fit", "--config", str(DIGITS), "--trainer.default_root_dir", str(run),
+                 "--trainer.max_steps", "100000", "--checkpoint.every_n_train_steps", "5", *QUIET]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not [s for s in _checkpoint_steps(run) if s >= 10]:
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+    finally:
+        proc.wait()
+    ckpts = sorted(run.rglob("*.ckpt"))
+    assert ckpts, "no checkpoint was written before the kill"
+    for path in ckpts:  # every file left behind is complete and readable
+        read_checkpoint(path)
+    last = max(ckpts, key=lambda p: read_checkpoint(p)["global_step"])
+    saved = read_checkpoint(last)
+
+    class Capture(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.step = trainer.global_step
+            self.optimizer = copy.deepcopy(trainer.optimizers[0].state_dict())  # live tensors change later
+            self.weights = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+    capture = Capture()
+    task = ImageClassificationTask(**{k: v for k, v in saved["hyper_parameters"].items() if not k.startswith("_")})
+    t = trainer(tmp_path, max_steps=saved["global_step"] + 2, callbacks=[capture])
+    t.fit(task, datamodule=DigitsDataModule(batch_size=32), ckpt_path=str(last))
+    assert capture.step == saved["global_step"] >= 10
+    for key, value in saved["state_dict"].items():
+        assert torch.equal(capture.weights[key], value)
+    for pid, state in saved["optimizer_states"][0]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(capture.optimizer["state"][pid][name], value), (pid, name)
+
+
+def test_keyboard_interrupt_leaves_a_resumable_checkpoint(tmp_path):
+    from perceiver_io.training.cli import InterruptCheckpoint
+
+    class Interrupt(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 4:
+                raise KeyboardInterrupt
+
+    handler = signal.getsignal(signal.SIGINT)
+    data = DigitsDataModule(batch_size=32)
+    task = tiny_task()
+    t = trainer(tmp_path, max_steps=50, callbacks=[Interrupt(), InterruptCheckpoint()], enable_checkpointing=True)
+    try:
+        with pytest.raises(SystemExit):
+            t.fit(task, datamodule=data)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
+    path = next(tmp_path.rglob("last.ckpt"))
+    saved = read_checkpoint(path)
+    assert saved["global_step"] == 4
+    resumed = tiny_task()
+    trainer(tmp_path, max_steps=6).fit(resumed, datamodule=data, ckpt_path=str(path))
+
+
+def test_cli_fit_resume_last_test_and_export(tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["image-classifier", "fit", "--config", str(DIGITS), "--trainer.default_root_dir", str(run),
+            "--checkpoint.every_n_train_steps", "4", *QUIET]
+    assert main(base + ["--trainer.max_steps", "4"]) == 0
+    last = next(run.rglob("last.ckpt"))
+    assert read_checkpoint(last)["global_step"] == 4
+    assert next(run.rglob("metrics.csv")).is_file()  # CSV logging by default
+    # --ckpt_path last resumes in the same checkpoint directory
+    ckpt_dir = last.parent
+    assert main(base + ["--trainer.max_steps", "8", "--ckpt_path", str(last),
+                        "--checkpoint.dirpath", str(ckpt_dir)]) == 0
+    assert read_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == 8
+    assert main(["image-classifier", "test", "--config", str(DIGITS), "--trainer.default_root_dir", str(run),
+                 "--ckpt_path", str(ckpt_dir / "last.ckpt"), *QUIET]) == 0
+    assert main(["export", str(ckpt_dir / "last.ckpt"), str(tmp_path / "exported")]) == 0
+    model = from_pretrained(tmp_path / "exported")
+    saved = read_checkpoint(ckpt_dir / "last.ckpt")
+    state = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert export_checkpoint(ckpt_dir / "last.ckpt", tmp_path / "again").config == model.config
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    def run(*args: str) -> tuple[int, str]:
+        code = main(["image-classifier", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        return code, err[-1] if err else ""
+
+    code, line = run("fit", "--config", str(DIGITS), "--model.lerning_rate", "3")
+    assert code == 2 and "lerning_rate" in line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DIGITS.read_text().replace("  optimizer: adamw", "  optimizr: adamw"))
+    code, line = run("fit", "--config", str(bad))
+    assert code == 2 and "optimizr" in line
+    code, line = run("fit", "--config", str(DIGITS), "--data.class_path", "perceiver_io.data.ImageFolderDataModule",
+                     "--data.init_args.root", str(tmp_path / "missing"))
+    assert code in (1, 2) and "missing" in line
+    # a checkpoint from another task
+    other = tmp_path / "other.ckpt"
+    task = tiny_task()
+    t = trainer(tmp_path, max_steps=1)
+    t.fit(task, datamodule=DigitsDataModule(batch_size=8))
+    t.save_checkpoint(other)
+    data = read_checkpoint(other)
+    data["perceiver_io_task"] = "MaskedLanguageModelingTask"
+    write_checkpoint(data, other)
+    code, line = run("fit", "--config", str(DIGITS), "--trainer.default_root_dir", str(tmp_path / "r"),
+                     "--ckpt_path", str(other), *QUIET)
+    assert code == 1 and "checkpoint is from a MaskedLanguageModelingTask run" in line
+
+
+def test_ddp_two_processes_end_with_identical_weights(tmp_path):
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(f'''
+import sys, torch, lightning.pytorch as pl
+torch.set_num_threads(1)  # two processes on two cores
+from perceiver_io.data import DigitsDataModule
+from perceiver_io.training.checkpoint_io import SafeCheckpointIO, write_checkpoint
+from perceiver_io.training.image import ImageClassificationTask
+
+class Dump(pl.Callback):
+    def on_train_start(self, trainer, pl_module):
+        write_checkpoint({{"weights": pl_module.state_dict()}}, r"{tmp_path}/init%d.ckpt" % trainer.global_rank)
+
+    def on_fit_end(self, trainer, pl_module):
+        write_checkpoint({{"weights": pl_module.state_dict()}}, r"{tmp_path}/rank%d.ckpt" % trainer.global_rank)
+
+pl.seed_everything(trainer_seed := 0)
+task = ImageClassificationTask(preset="digits_fourier", optimizer="lamb", lr=5e-3, schedule="constant")
+trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=4, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                     limit_val_batches=0, plugins=[SafeCheckpointIO()], callbacks=[Dump()],
+                     default_root_dir=r"{tmp_path}")
+trainer.fit(task, datamodule=DigitsDataModule(batch_size=16))
+''')
+    env = {**os.environ, "PL_DISABLE_FORK": "1"}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from perceiver_io.training.checkpoint_io import read_checkpoint as read
+
+    w0, w1 = read(tmp_path / "rank0.ckpt")["weights"], read(tmp_path / "rank1.ckpt")["weights"]
+    assert w0.keys() == w1.keys()
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    initial = read(tmp_path / "init0.ckpt")["weights"]
+    assert not torch.equal(w0["model.encoder.latents"], initial["model.encoder.latents"])  # it did train
