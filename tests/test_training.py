@@ -224,3 +224,21 @@ trainer.fit(task, datamodule=DigitsDataModule(batch_size=16))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     initial = read(tmp_path / "init0.ckpt")["weights"]
     assert not torch.equal(w0["model.encoder.latents"], initial["model.encoder.latents"])  # it did train
+
+
+def test_tensorboard_logger_is_a_config_switch(tmp_path):
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    assert main(["image-classifier", "fit", "--config", str(DIGITS), "--trainer.default_root_dir", str(run),
+                 "--trainer.max_steps", "2", "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
+                 "--trainer.logger.init_args.save_dir", str(run), *QUIET]) == 0
+    assert list(run.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_torch_compile_switch_trains(tmp_path):
+    pl.seed_everything(0)
+    task = tiny_task(compile=True)
+    assert task.forward_model is not task.model
+    trainer(tmp_path, max_steps=3).fit(task, datamodule=DigitsDataModule(batch_size=16))
+    assert all(torch.isfinite(p).all() for p in task.parameters())

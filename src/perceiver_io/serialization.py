@@ -107,6 +107,34 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def state_mismatch(
+    expected: dict[str, torch.Tensor],
+    found: dict[str, torch.Tensor],
+    optional: tuple[str, ...] = (),
+    unused: list[str] | None = None,
+) -> list[str]:
+    """What keeps ``found`` from loading into a model whose state dict is ``expected``; empty if nothing.
+
+    Keys ending in one of ``optional`` may be absent; ``unused`` lists source entries that mapped to
+    nothing (for converters whose source names differ from ours).
+    """
+    missing = sorted(k for k in expected if k not in found and not k.endswith(optional))
+    unexpected = sorted(set(found) - set(expected)) + list(unused or [])
+    mismatched = [
+        f"{k}: file {list(v.shape)} vs model {list(expected[k].shape)}"
+        for k, v in found.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} key(s) {missing[:5]}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} key(s) {unexpected[:5]}")
+    if mismatched:
+        problems.append(f"shape mismatch {mismatched[:5]}")
+    return problems
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load a safetensors file into ``model`` after checking every key and shape."""
     path = Path(path)
@@ -122,23 +150,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     for alias, target in aliases.items():
         if target in tensors:
             tensors[alias] = tensors[target]
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = [
-        f"{k}: file {list(tensors[k].shape)} vs model {list(v.shape)}"
-        for k, v in expected.items()
-        if k in tensors and tensors[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s) {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s) {unexpected[:5]}")
-        if mismatched:
-            parts.append(f"shape mismatch {mismatched[:5]}")
-        raise ValueError(f"{path}: weights do not match the config: " + "; ".join(parts))
+    problems = state_mismatch(model.state_dict(), tensors)
+    if problems:
+        raise ValueError(f"{path}: weights do not match the config: " + "; ".join(problems))
     model.load_state_dict(tensors, strict=True)
     return model
 

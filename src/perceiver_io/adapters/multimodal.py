@@ -34,6 +34,13 @@ def video_patches(video: torch.Tensor, patch_size: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 5, 4, 6, 2).reshape(b, t, h // patch_size, w // patch_size, patch_size * patch_size * c)
 
 
+def _resolutions_as_tuples(config: object) -> None:
+    for name in ("image_max_resolution", "audio_max_resolution"):
+        value = getattr(config, name)
+        if value is not None:
+            setattr(config, name, tuple(value))
+
+
 def _learned_vector(num_channels: int) -> nn.Parameter:
     p = nn.Parameter(torch.empty(1, num_channels))
     trunc_normal_(p, std=0.02)
@@ -94,10 +101,7 @@ class MultimodalInputAdapterConfig(ComponentConfig):
     mask_probs: dict[str, float] = field(default_factory=lambda: {"audio": 0.0, "image": 0.0, "label": 1.0})
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_max_resolution, list):
-            self.image_max_resolution = tuple(self.image_max_resolution)  # type: ignore[assignment]
-        if isinstance(self.audio_max_resolution, list):
-            self.audio_max_resolution = tuple(self.audio_max_resolution)  # type: ignore[assignment]
+        _resolutions_as_tuples(self)
         unknown = set(self.mask_probs) - set(MODALITIES)
         if unknown:
             raise ValueError(f"mask_probs: unknown modalities {sorted(unknown)}; expected some of {list(MODALITIES)}")
@@ -197,10 +201,7 @@ class MultimodalOutputAdapterConfig(ComponentConfig):
     num_decoder_channels: int = 512
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_max_resolution, list):
-            self.image_max_resolution = tuple(self.image_max_resolution)  # type: ignore[assignment]
-        if isinstance(self.audio_max_resolution, list):
-            self.audio_max_resolution = tuple(self.audio_max_resolution)  # type: ignore[assignment]
+        _resolutions_as_tuples(self)
 
 
 @adapter(MultimodalOutputAdapterConfig)

@@ -19,6 +19,7 @@ import torch
 from ..core.perceiver import PerceiverIO, PerceiverIOConfig
 from ..models import ImageClassifier, MaskedLanguageModel, MultimodalAutoencoder, OpticalFlow
 from ..models.presets import PRESETS
+from ..serialization import state_mismatch
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -240,21 +241,8 @@ def from_haiku(
     except KeyError as e:
         raise ValueError(f"{path}: missing haiku parameter {e.args[0]} for {type(model).__name__}") from None
     expected = model.state_dict()
-    missing = sorted(k for k in expected if k not in tensors and not k.endswith("num_batches_tracked"))
-    mismatched = [
-        f"{k}: file {list(v.shape)} vs model {list(expected[k].shape)}"
-        for k, v in tensors.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    unused = read.unused()
-    if missing or mismatched or unused:
-        problems = []
-        if missing:
-            problems.append(f"model parameters not in the file {missing[:5]}")
-        if mismatched:
-            problems.append(f"shape mismatch {mismatched[:5]}")
-        if unused:
-            problems.append(f"{len(unused)} file parameter(s) the model does not have {unused[:5]}")
+    problems = state_mismatch(expected, tensors, optional=("num_batches_tracked",), unused=read.unused())
+    if problems:
         raise ValueError(f"{path}: checkpoint does not match {type(model).__name__}: " + "; ".join(problems))
     with torch.no_grad():
         for k, v in tensors.items():
