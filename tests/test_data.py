@@ -346,3 +346,26 @@ def test_all_images_unreadable(folder):
 def test_image_folder_bad_arguments(folder, kwargs):
     with pytest.raises(ValueError):
         ImageFolderDataModule(folder, **kwargs)
+
+
+def test_digits_shift_augmentation_translates_training_images_only():
+    from perceiver_io.data.digits import RandomShift
+
+    dm = DigitsDataModule(batch_size=4, max_shift=1)
+    dm.setup()
+    train = dm.train_dataloader().dataset
+    assert isinstance(train, RandomShift) and not isinstance(dm.test_dataloader().dataset, RandomShift)
+    image, label = dm.datasets["train"][0]
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        shifted, same_label = train[0]
+        assert same_label == label and shifted.shape == image.shape
+        matches = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                   if torch.equal(shifted, torch.nn.functional.pad(image, (1, 1, 1, 1), value=-1.0)[
+                       ..., 1 - dy : 9 - dy, 1 - dx : 9 - dx])]
+        assert matches, "not a translation of the original image"
+        seen.add(matches[0])
+    assert len(seen) > 3
+    with pytest.raises(ValueError, match="max_shift"):
+        DigitsDataModule(max_shift=5)

@@ -27,3 +27,14 @@ def test_demo_quick_writes_every_output(tmp_path: Path, capsys):
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
     out = capsys.readouterr().out
     assert "test accuracy" in out and "perceiver-io demo results" in out
+
+
+def test_digits_config_file_is_the_demo_recipe():
+    import yaml
+
+    from perceiver_io.demo import DIGITS_BATCH_SIZE, DIGITS_EPOCHS, DIGITS_TASK
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/image_classifier/digits.yaml").read_text())
+    assert config["model"] == DIGITS_TASK
+    assert config["trainer"]["max_epochs"] == DIGITS_EPOCHS
+    assert config["data"]["init_args"]["batch_size"] == DIGITS_BATCH_SIZE

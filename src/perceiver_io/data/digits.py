@@ -12,9 +12,29 @@ from typing import Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 Split = Literal["train", "val", "test"]
+
+
+class RandomShift(Dataset):
+    """Wraps a dataset of ``(image [C, H, W], label)``: each image is translated by a random integer offset
+    in ``[-max_shift, max_shift]`` per axis, with ``background`` filling the uncovered border."""
+
+    def __init__(self, dataset: Dataset, max_shift: int, background: float) -> None:
+        self.dataset, self.max_shift, self.background = dataset, max_shift, background
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.dataset[index]
+        s = self.max_shift
+        h, w = image.shape[-2:]
+        padded = F.pad(image, (s, s, s, s), value=self.background)
+        dy, dx = torch.randint(0, 2 * s + 1, (2,)).tolist()
+        return padded[..., dy : dy + h, dx : dx + w], label
 
 
 class DigitsDataModule(pl.LightningDataModule):
@@ -35,6 +55,8 @@ class DigitsDataModule(pl.LightningDataModule):
         test_fraction: fraction of all images held out for testing, in (0, 1).
         seed: seeds the split and the training shuffle.
         normalize: scale pixels to [-1, 1] (else [0, 1]).
+        max_shift: training augmentation: shift each training image by up to this many pixels in each
+            direction (background fill), drawn anew every time it is loaded. 0 = no augmentation.
     """
 
     num_classes: int = 10
@@ -49,8 +71,11 @@ class DigitsDataModule(pl.LightningDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         normalize: bool = True,
+        max_shift: int = 0,
     ) -> None:
         super().__init__()
+        if max_shift < 0 or max_shift > 3:
+            raise ValueError(f"max_shift must be in [0, 3] pixels, got {max_shift}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -69,6 +94,7 @@ class DigitsDataModule(pl.LightningDataModule):
         self.test_fraction = test_fraction
         self.seed = seed
         self.normalize = normalize
+        self.max_shift = max_shift
         self.datasets: dict[Split, TensorDataset] = {}
         self.indices: dict[Split, np.ndarray] = {}
 
@@ -107,8 +133,11 @@ class DigitsDataModule(pl.LightningDataModule):
             t = torch.from_numpy(self.indices[split])
             self.datasets[split] = TensorDataset(pixels[t].contiguous(), targets[t].contiguous())
 
-    def _dataset(self, split: Split) -> TensorDataset:
+    def _dataset(self, split: Split) -> Dataset:
         self.setup()
+        if split == "train" and self.max_shift:
+            background = -1.0 if self.normalize else 0.0
+            return RandomShift(self.datasets[split], self.max_shift, background)
         return self.datasets[split]
 
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
