@@ -142,22 +142,29 @@ def test_cli_fit_resume_last_test_and_export(tmp_path, capsys):
     base = ["image-classifier", "fit", "--config", str(DIGITS), "--trainer.default_root_dir", str(run),
             "--checkpoint.every_n_train_steps", "4", *QUIET]
     assert main(base + ["--trainer.max_steps", "4"]) == 0
-    last = next(run.rglob("last.ckpt"))
+    last = run / "checkpoints" / "last.ckpt"
     assert read_checkpoint(last)["global_step"] == 4
     assert next(run.rglob("metrics.csv")).is_file()  # CSV logging by default
-    # --ckpt_path last resumes in the same checkpoint directory
-    ckpt_dir = last.parent
-    assert main(base + ["--trainer.max_steps", "8", "--ckpt_path", str(last),
-                        "--checkpoint.dirpath", str(ckpt_dir)]) == 0
-    assert read_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == 8
+    # a new invocation with --ckpt_path last continues from step 4
+    assert main(base + ["--trainer.max_steps", "8", "--ckpt_path", "last"]) == 0
+    assert read_checkpoint(last)["global_step"] == 8
+    assert sorted(_checkpoint_steps(run)) == [4, 8]
     assert main(["image-classifier", "test", "--config", str(DIGITS), "--trainer.default_root_dir", str(run),
-                 "--ckpt_path", str(ckpt_dir / "last.ckpt"), *QUIET]) == 0
-    assert main(["export", str(ckpt_dir / "last.ckpt"), str(tmp_path / "exported")]) == 0
+                 "--ckpt_path", str(last), *QUIET]) == 0
+    assert main(["export", str(last), str(tmp_path / "exported")]) == 0
     model = from_pretrained(tmp_path / "exported")
-    saved = read_checkpoint(ckpt_dir / "last.ckpt")
+    saved = read_checkpoint(last)
     state = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
-    assert export_checkpoint(ckpt_dir / "last.ckpt", tmp_path / "again").config == model.config
+    assert export_checkpoint(last, tmp_path / "again").config == model.config
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_file_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["image-classifier", "fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "model:" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):

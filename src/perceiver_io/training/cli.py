@@ -74,10 +74,15 @@ class PerceiverCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # CSV logs by default, under the run's own directory (Lightning would pick TensorBoard).
         config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.get("default_root_dir") or "."
+        if config.get("checkpoint") is not None and not config.checkpoint.get("dirpath"):
+            # One checkpoint folder per run directory (not per logger version), so that a later
+            # `--ckpt_path last` finds the previous invocation's last.ckpt.
+            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
         if config.trainer.get("logger") in (None, True):
             config.trainer.logger = {
                 "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": config.trainer.get("default_root_dir") or "."},
+                "init_args": {"save_dir": root},
             }
 
 
