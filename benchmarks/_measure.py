@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 RESULT_PREFIX = "RESULT-JSON "
@@ -337,3 +338,16 @@ def environment(threads: int) -> dict[str, Any]:
     except ImportError:
         info["transformers"] = None
     return info
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries the report)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def write_outputs(out_dir: Path, stem: str, markdown: str, raw: dict[str, Any]) -> None:
+    """Write ``<stem>.md`` (the report) and ``<stem>.json`` (raw numbers) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.md").write_text(markdown + "\n")
+    (out_dir / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
+    progress(f"wrote {out_dir / (stem + '.md')} and {out_dir / (stem + '.json')}")

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import _measure
-from _measure import MIB, WorkerOutcome
+from _measure import MIB, WorkerOutcome, progress, write_outputs
 
 THREADS = 2
 SEED = 0
@@ -288,10 +288,6 @@ def run_row(spec: dict[str, Any], options: Options) -> WorkerOutcome:
 
 def size_label(n: int) -> str:
     return f"{n // 2**20}M" if n >= 2**20 else f"{n // 1024}k"
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def describe(outcome: WorkerOutcome) -> str:
@@ -644,13 +640,6 @@ def summary_section(
 
 def outcomes_json(results: dict[str, dict[int, WorkerOutcome]]) -> dict[str, Any]:
     return {impl: {str(size): o.to_json() for size, o in rows.items()} for impl, rows in results.items()}
-
-
-def write_outputs(out_dir: Path, stem: str, markdown: str, raw: dict[str, Any]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.md").write_text(markdown + "\n")
-    (out_dir / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
-    progress(f"wrote {out_dir / (stem + '.md')} and {out_dir / (stem + '.json')}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -102,7 +102,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import _measure
-from _measure import MIB, WorkerOutcome
+from _measure import MIB, WorkerOutcome, progress, write_outputs
 
 THREADS = 2
 SEED = 0
@@ -568,10 +568,6 @@ class Options:
     default_malloc: bool
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def worker_env(fixed_malloc: bool) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
     if fixed_malloc:
@@ -921,13 +917,6 @@ def summary_section(lines: list[Line], results: list[dict[str, Any]], wall_s: fl
         "memory_met": mem_met, "memory_missed": mem_missed, "both_met": all_met, "not_measured": not_run,
         "every_row": every_row,
     }
-
-
-def write_outputs(out_dir: Path, stem: str, markdown: str, raw: dict[str, Any]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.md").write_text(markdown + "\n")
-    (out_dir / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
-    progress(f"wrote {out_dir / (stem + '.md')} and {out_dir / (stem + '.json')}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
