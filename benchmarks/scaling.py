@@ -414,34 +414,27 @@ def impl_header(name: str, unit: str, base: str) -> list[str]:
     ]
 
 
-def encoder_table(results: dict[str, dict[int, WorkerOutcome]], sizes: list[int]) -> str:
+def comparison_table(
+    results: dict[str, dict[int, WorkerOutcome]], sizes: list[int], size_name: str, unit: str, first: str, second: str
+) -> str:
+    """One row per size: both implementations' cells, then ``first / second`` ratios."""
     base = size_label(sizes[0])
-    header = ["M"] + impl_header("ours", "input", base) + impl_header("transformers", "input", base)
-    header += ["ours/transformers time", "ours/transformers mem"]
-    ours, hf = results["ours"], results["transformers"]
+    header = [size_name] + impl_header(first, unit, base) + impl_header(second, unit, base)
+    header += [f"{first}/{second} time", f"{first}/{second} mem"]
+    a, b = results[first], results[second]
     rows = [
-        [size_label(s)]
-        + impl_cells(ours, sizes, s)
-        + impl_cells(hf, sizes, s)
-        + ratio_cells(ours.get(s), hf.get(s))
+        [size_label(s)] + impl_cells(a, sizes, s) + impl_cells(b, sizes, s) + ratio_cells(a.get(s), b.get(s))
         for s in sizes
     ]
     return markdown_table(header, rows)
+
+
+def encoder_table(results: dict[str, dict[int, WorkerOutcome]], sizes: list[int]) -> str:
+    return comparison_table(results, sizes, "M", "input", "ours", "transformers")
 
 
 def decoder_table(results: dict[str, dict[int, WorkerOutcome]], sizes: list[int]) -> str:
-    base = size_label(sizes[0])
-    header = ["O"] + impl_header("chunked", "query", base) + impl_header("one-shot", "query", base)
-    header += ["chunked/one-shot time", "chunked/one-shot mem"]
-    chunked, one_shot = results["chunked"], results["one-shot"]
-    rows = [
-        [size_label(s)]
-        + impl_cells(chunked, sizes, s)
-        + impl_cells(one_shot, sizes, s)
-        + ratio_cells(chunked.get(s), one_shot.get(s))
-        for s in sizes
-    ]
-    return markdown_table(header, rows)
+    return comparison_table(results, sizes, "O", "query", "chunked", "one-shot")
 
 
 # -------------------------------------------------------------------------------------------- summary

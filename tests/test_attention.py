@@ -112,13 +112,15 @@ def test_layers_follow_the_official_formulas():
 
 
 def test_gelu_choice():
-    x = torch.linspace(-4, 4, 101)[None, :, None].expand(1, 101, 1)
-    tanh_mlp = SelfAttentionLayer(1, num_heads=1, activation="gelu_tanh").mlp
-    exact_mlp = SelfAttentionLayer(1, num_heads=1, activation="gelu").mlp
-    assert tanh_mlp[1].approximate == "tanh" and exact_mlp[1].approximate == "none"
+    x = torch.linspace(-4, 4, 101)
+    tanh_gelu = SelfAttentionLayer(1, num_heads=1, activation="gelu_tanh").mlp[1]
+    exact_gelu = SelfAttentionLayer(1, num_heads=1, activation="gelu").mlp[1]
+    expected_tanh = 0.5 * x * (1 + torch.tanh((2 / math.pi) ** 0.5 * (x + 0.044715 * x**3)))
+    torch.testing.assert_close(tanh_gelu(x), expected_tanh)
+    torch.testing.assert_close(exact_gelu(x), 0.5 * x * (1 + torch.erf(x / 2**0.5)))
+    assert not torch.allclose(tanh_gelu(x), exact_gelu(x), atol=1e-5)
     with pytest.raises(ValueError, match="activation"):
         SelfAttentionLayer(4, num_heads=1, activation="relu")
-    del x
 
 
 def test_head_divisibility_and_residual_errors():

@@ -70,7 +70,6 @@ def test_mlm_masks_padded_queries_like_the_official_model():
     torch.testing.assert_close(logits[1, :12], alone[0], rtol=1e-5, atol=1e-5)  # padding changes nothing
     masked_rows = logits[1, 12:]
     assert torch.allclose(masked_rows, masked_rows[0].expand_as(masked_rows), atol=1e-5)  # no attention, no position
-    del masked_rows
 
 
 def test_image_classifier_with_average_decoder(tmp_path):

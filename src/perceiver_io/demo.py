@@ -28,7 +28,7 @@ DIGITS_TASK = dict(
 )
 
 
-def _train_digits(out: Path, epochs: int, seed: int = 0, **overrides) -> dict:
+def _train_digits(out: Path, epochs: int, seed: int = 0) -> dict:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -39,7 +39,7 @@ def _train_digits(out: Path, epochs: int, seed: int = 0, **overrides) -> dict:
 
     pl.seed_everything(seed, verbose=False)
     data = DigitsDataModule(batch_size=DIGITS_BATCH_SIZE, seed=seed)
-    task = ImageClassificationTask(**{**DIGITS_TASK, **overrides})
+    task = ImageClassificationTask(**DIGITS_TASK)
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, default_root_dir=str(out),
         logger=CSVLogger(str(out), name="logs", version=""), plugins=[SafeCheckpointIO()],

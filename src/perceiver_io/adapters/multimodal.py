@@ -248,9 +248,13 @@ class MultimodalOutputAdapter(OutputAdapter):
     def postprocess(self, modality: str, outputs: torch.Tensor) -> torch.Tensor:
         """Decoder outputs ``[B, O, C_dec]`` of one modality -> pixels ``[B, O, C]``, audio ``[B, O * samples_per_patch]``
         or label logits ``[B, K]``."""
-        y = self.postprocessors[modality](outputs)
+        return self.finish(modality, self.postprocessors[modality](outputs))
+
+    @staticmethod
+    def finish(modality: str, projected: torch.Tensor) -> torch.Tensor:
+        """The layout step of :meth:`postprocess`, after the per-query Linear."""
         if modality == "audio":
-            return y.reshape(y.shape[0], -1)
+            return projected.reshape(projected.shape[0], -1)
         if modality == "label":
-            return y[:, 0]
-        return y
+            return projected[:, 0]
+        return projected

@@ -141,7 +141,7 @@ class PerceiverDecoder(nn.Module):
             query_mask = check_mask("query_mask", query_mask, (batch, queries.shape[1]))
             if chunk_size is None or chunk_size >= queries.shape[1]:
                 return self.decode_queries(queries, latents, query_mask)
-            return self._decode_in_chunks(
+            return self.decode_in_chunks(
                 lambda start, end: queries[:, start:end], latents, queries.shape[1], chunk_size, query_mask
             )
 
@@ -159,25 +159,31 @@ class PerceiverDecoder(nn.Module):
 
         if indices is None:
             indices = torch.arange(total, device=latents.device)  # type: ignore[arg-type]
-        return self._decode_in_chunks(
+        return self.decode_in_chunks(
             lambda start, end: self.decoder_query(batch, indices[start:end], subsampled),  # type: ignore[index]
             latents, total, chunk_size, query_mask,  # type: ignore[arg-type]
         )
 
-    def _decode_in_chunks(
+    def decode_in_chunks(
         self,
         make_queries: Callable[[int, int], torch.Tensor],
         latents: torch.Tensor,
         total: int,
         chunk_size: int,
-        query_mask: torch.Tensor | None,
+        query_mask: torch.Tensor | None = None,
+        project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """Decode ``total`` queries, ``chunk_size`` at a time: ``make_queries(start, end)`` gives the
+        queries ``[B, end - start, C_q]`` of a chunk; ``project`` (per query, e.g. a task's output
+        Linear) is applied to each chunk before it is stored. Returns ``[B, total, C]``."""
         # Written into one preallocated tensor: a list + cat would hold the outputs twice.
         out: torch.Tensor | None = None
         for start in range(0, total, chunk_size):
             end = min(start + chunk_size, total)
             mask = None if query_mask is None else query_mask[:, start:end]
             chunk = self.decode_queries(make_queries(start, end), latents, mask)
+            if project is not None:
+                chunk = project(chunk)
             if out is None:
                 out = chunk.new_empty(chunk.shape[0], total, chunk.shape[2])
             out[:, start:end] = chunk

@@ -50,18 +50,15 @@ class MultimodalAutoencoder(PerceiverIO):
         total = out.num_outputs[modality] if indices is None else len(indices)
         if chunk_size is not None:
             check_positive("chunk_size", chunk_size)
-        if chunk_size is None or chunk_size >= total or modality == "label":
-            q = out.queries(modality, b, indices, subsampled=indices is not None)
-            return out.postprocess(modality, self.decoder.decode_queries(q, latents))
+        subsampled = indices is not None
+        if chunk_size is None or chunk_size >= total:
+            return out.postprocess(modality, self.decoder.decode_queries(out.queries(modality, b, indices, subsampled), latents))
         idx = torch.arange(total, device=latents.device) if indices is None else indices
-        chunks = [
-            out.postprocess(
-                modality,
-                self.decoder.decode_queries(out.queries(modality, b, idx[s : s + chunk_size], indices is not None), latents),
-            )
-            for s in range(0, total, chunk_size)
-        ]
-        return torch.cat(chunks, dim=1)
+        projected = self.decoder.decode_in_chunks(
+            lambda start, end: out.queries(modality, b, idx[start:end], subsampled), latents, total, chunk_size,
+            project=out.postprocessors[modality],
+        )
+        return out.finish(modality, projected)
 
     def forward(  # type: ignore[override]
         self,
