@@ -65,7 +65,9 @@ How
   undisturbed rounds (over all rounds, marked ``*``, when none was undisturbed). A timing worker
   whose result is still disturbed and that took under 200 s is re-run once after waiting for a
   quiet machine. Alternating keeps the ratios fair under slow drifts in between.
-* Everything runs with ``torch.set_num_threads(2)`` (``OMP_NUM_THREADS=MKL_NUM_THREADS=2``), fp32.
+* Everything runs with ``torch.set_num_threads(2)`` (``OMP_NUM_THREADS=MKL_NUM_THREADS=2``), fp32;
+  ``--precision bf16`` runs the forward and the loss of both implementations under
+  ``torch.autocast("cpu", dtype=torch.bfloat16)`` instead (the equal-weights check stays fp32).
 
 Targets (from the project's issue): fwd+bwd ``ours/transformers time <= 0.667`` (at least 1.5x
 faster) and ``ours/transformers peak memory <= 1.0``, in every row; forward rows are held to the
@@ -84,6 +86,7 @@ Usage::
     .venv/bin/python benchmarks/vs_transformers.py            # full (about 20 minutes on 2 cores)
     .venv/bin/python benchmarks/vs_transformers.py --quick    # tiny rows (smoke check), 3-5 minutes
     .venv/bin/python benchmarks/vs_transformers.py --rows mlm-512,image-64      # some rows only
+    .venv/bin/python benchmarks/vs_transformers.py --precision bf16   # both under bf16 autocast (-bf16 files)
     .venv/bin/python benchmarks/vs_transformers.py --profile mlm-2048,mlm-512,image-64 --profile-threads 1
     .venv/bin/python benchmarks/vs_transformers.py --from-json benchmarks/results/vs_transformers.json  # re-render
 """
@@ -213,6 +216,7 @@ class Case:
     run: dict[str, Callable[[Any], Any]]
     inputs: Any
     primer_inputs: Any
+    precision: str = "fp32"  # "bf16": forward and loss under CPU bf16 autocast (backward follows it)
 
 
 def build_transformers(row: dict[str, Any]) -> Any:
@@ -283,7 +287,7 @@ def build_case(row: dict[str, Any], impls: list[str]) -> Case:
         run[CHUNKED] = chunked
         run[HF] = lambda x: hf(inputs=x[0], subsampled_output_points=dict(x[1], label=None)).logits
     run = {k: v for k, v in run.items() if k in models}
-    return Case(models, run, inputs, primer)
+    return Case(models, run, inputs, primer, row.get("precision", "fp32"))
 
 
 def output_tensors(out: Any) -> list[Any]:
@@ -304,12 +308,13 @@ def step(case: Case, impl: str, mode: str, inputs: Any) -> None:
     import torch
 
     if mode == "forward":
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.precision == "bf16"):
             out = case.run[impl](inputs)
         del out
     else:
-        out = case.run[impl](inputs)
-        loss = loss_of(out)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.precision == "bf16"):
+            out = case.run[impl](inputs)
+            loss = loss_of(out)
         del out
         loss.backward()
         del loss
@@ -825,7 +830,8 @@ def header_block(
         f"- date: {env['date']}",
         f"- command: `{env['command']}`",
         f"- torch {env['torch']}, transformers {env['transformers']}, python {env['python']}",
-        f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores), torch threads: {env['threads']}, fp32",
+        f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores), torch threads: {env['threads']}, "
+        + ("bf16 autocast (forward and loss; both implementations)" if env.get("precision") == "bf16" else "fp32"),
         f"- memory available at start: {env['mem_available_gib']} GiB; worker memory cap "
         f"{options.mem_cap_bytes / 2**30:.1f} GiB; memory-worker time limit {options.row_timeout_s:.0f} s; "
         f"load average at start: {env['load_average']}",
@@ -938,6 +944,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results", help="output folder")
     parser.add_argument("--from-json", type=Path, default=None, metavar="PATH",
                         help="rewrite the report (.md and .json next to --out, same stem) from a saved .json; measures nothing")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="fp32 (default) or bf16: both implementations under CPU bf16 autocast (writes *-bf16.*)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -949,6 +957,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = QUICK_ROWS if args.quick else ROWS
     stem = "vs_transformers-quick" if args.quick else "vs_transformers"
+    if args.precision != "fp32":
+        rows = [dict(row, precision=args.precision) for row in rows]
+        stem += f"-{args.precision}"
     if args.profile:
         by_name = {row["name"]: row for row in rows}
         wanted = args.profile.split(",")
@@ -982,6 +993,7 @@ def main(argv: list[str] | None = None) -> None:
     options = Options(args.quick, args.repeats, args.mode_budget, args.row_timeout, int(cap), args.default_malloc)
     env = _measure.environment(THREADS)
     env["command"] = command_line()
+    env["precision"] = args.precision
     results = [run_row(row, options) for row in rows]
     report(options, env, results, time.monotonic() - started, args.out, stem)
 

@@ -8,7 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from perceiver_io.core.attention import CrossAttentionLayer, MultiHeadAttention, SelfAttentionLayer
+from perceiver_io.core import attention as attention_module
+from perceiver_io.core.attention import CrossAttentionLayer, MultiHeadAttention, SelfAttentionLayer, use_fused_attention
+
+PATHS = ("fused", "unfused")
+
+
+@pytest.fixture
+def force_path(monkeypatch):
+    """Make every attention call take the SDPA ("fused") or the matmul-softmax-matmul ("unfused") path."""
+
+    def force(path: str) -> None:
+        monkeypatch.setattr(attention_module, "use_fused_attention", lambda q, v: path == "fused")
+
+    return force
 
 
 def reference_attention(mha: MultiHeadAttention, x_q, x_kv, mask=None):
@@ -46,8 +59,10 @@ def test_channel_defaulting_chain():
     assert cross.attention.out.out_features == 12
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mask_rank", [2, 3])
-def test_masks_match_reference_and_fully_masked_rows_give_output_bias(mask_rank):
+def test_masks_match_reference_and_fully_masked_rows_give_output_bias(mask_rank, path, force_path):
+    force_path(path)
     mha = MultiHeadAttention(8, 6, 2)
     x_q, x_kv = torch.randn(3, 5, 8), torch.randn(3, 7, 6)
     if mask_rank == 2:
@@ -65,7 +80,9 @@ def test_masks_match_reference_and_fully_masked_rows_give_output_bias(mask_rank)
     torch.testing.assert_close(out[empty_rows], mha.out.bias.expand(int(empty_rows.sum()), -1))
 
 
-def test_fully_masked_rows_have_finite_gradients():
+@pytest.mark.parametrize("path", PATHS)
+def test_fully_masked_rows_have_finite_gradients(path, force_path):
+    force_path(path)
     layer = CrossAttentionLayer(8, 6, num_heads=2)
     x_q = torch.randn(2, 3, 8, requires_grad=True)
     x_kv = torch.randn(2, 4, 6, requires_grad=True)
@@ -77,7 +94,7 @@ def test_fully_masked_rows_have_finite_gradients():
     assert x_kv.grad[1].abs().sum() == 0  # element 1 attends to nothing
 
 
-def test_attention_runs_through_sdpa(monkeypatch):
+def test_fp32_equal_head_sizes_run_through_sdpa(monkeypatch):
     calls = []
     real = F.scaled_dot_product_attention
 
@@ -132,7 +149,53 @@ def test_head_divisibility_and_residual_errors():
         SelfAttentionLayer(16, num_heads=2, qk_channels=8)
 
 
-def test_dropout_only_in_training():
+@pytest.mark.parametrize("num_heads,qk,v", [(2, 8, 8), (3, 9, 15)])
+def test_both_paths_agree_with_gradients(num_heads, qk, v, force_path):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(12, 10, num_heads, qk, v)
+    mask = torch.rand(2, 7) > 0.3
+    mask[1] = False
+    results = []
+    for path in PATHS:
+        force_path(path)
+        x_q = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        x_kv = torch.randn(2, 7, 10, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        mha.zero_grad()
+        out = mha(x_q, x_kv, mask)
+        out.pow(2).sum().backward()
+        results.append((out, x_q.grad, x_kv.grad, mha.q.weight.grad.clone(), mha.v.weight.grad.clone()))
+    for fused, unfused in zip(*results):
+        torch.testing.assert_close(unfused, fused, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_path_choice():
+    q32, v32, v48 = torch.zeros(1, 2, 3, 32), torch.zeros(1, 2, 4, 32), torch.zeros(1, 2, 4, 48)
+    assert use_fused_attention(q32, v32)  # fp32, equal head sizes: the flash kernel
+    assert not use_fused_attention(q32, v48)  # unequal head sizes: SDPA would take its math path
+    assert not use_fused_attention(q32.bfloat16(), v32.bfloat16())  # bf16: plain bf16 matmuls are faster
+
+
+def test_bf16_autocast_stays_in_bf16_and_close_to_fp32(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    layer = SelfAttentionLayer(32, num_heads=4)
+    x = torch.randn(2, 6, 32)
+    reference = layer(x)
+    calls.clear()
+    dtypes = []
+    layer.attention.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert calls == []  # no SDPA call (its CPU kernels are slower in bf16)
+    assert dtypes == [torch.bfloat16]  # attention in bf16 (the residual stream stays fp32)
+    torch.testing.assert_close(out.float(), reference, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_dropout_only_in_training(path, force_path):
+    force_path(path)
     layer = SelfAttentionLayer(16, num_heads=2, dropout=0.5, attention_dropout=0.5)
     x = torch.randn(2, 4, 16)
     layer.eval()

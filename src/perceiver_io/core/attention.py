@@ -2,7 +2,8 @@
 
 Numerics follow the official code: logits scaled by 1/sqrt(qk head dim), pre-LayerNorm with
 eps 1e-5, and a query whose keys are all masked yields zeros before the output projection.
-Attention itself runs through ``F.scaled_dot_product_attention`` (fused kernels).
+Attention runs through ``F.scaled_dot_product_attention`` (fused kernels) except on the CPU where
+plain matmul-softmax-matmul is faster (see :func:`use_fused_attention`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,38 @@ from .validation import check_choice, check_divisible
 
 LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu_tanh", "gelu")
+
+
+REDUCED_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def use_fused_attention(q: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether ``F.scaled_dot_product_attention`` serves ``q [B, H, Nq, Dqk]``, ``v [B, H, Nk, Dv]`` best.
+
+    Always on CUDA. On the CPU its fused (flash) kernel needs ``Dqk == Dv``; otherwise SDPA falls
+    back to a math path that adds full-row mask checks and, in bf16/fp16, upcasts q, k, v and the
+    scores to fp32. In bf16/fp16 the CPU flash kernel itself is also 1.5-3x slower than bf16
+    matmuls. So the CPU keeps SDPA only for fp32 with equal head sizes, where the flash kernel is
+    as fast and never stores the ``[Nq, Nk]`` scores (``benchmarks/attention_cpu.py`` measures this).
+    """
+    if q.device.type != "cpu":
+        return True
+    return q.shape[-1] == v.shape[-1] and q.dtype not in REDUCED_PRECISION
+
+
+def unfused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(Dqk)) v`` as three plain ops: ``[B, H, Nq, Dqk]``, ``[B, H, Nk, Dqk]``,
+    ``[B, H, Nk, Dv]`` -> ``[B, H, Nq, Dv]``; ``mask`` (bool, True = attend) broadcasts to the scores
+    and must leave every row at least one key (the caller guarantees it)."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, dropout_p)
+    return torch.matmul(probs, v)
 
 
 def _gelu(activation: str) -> nn.GELU:
@@ -78,9 +111,11 @@ class MultiHeadAttention(nn.Module):
             keep_rows = attention_mask.any(dim=-1, keepdim=True)  # [B, 1] or [B, Nq, 1]
             full = attention_mask | ~keep_rows
             sdpa_mask = full[:, None, None, :] if full.dim() == 2 else full[:, None]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=sdpa_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout_p = self.dropout if self.training else 0.0
+        if use_fused_attention(q, v):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p)
+        else:
+            out = unfused_attention(q, k, v, sdpa_mask, dropout_p)
         out = out.transpose(1, 2).reshape(b, nq, self.v_channels)
         if keep_rows is not None:
             out = out * (keep_rows[:, :, None] if keep_rows.dim() == 2 else keep_rows).to(out.dtype)

@@ -1,0 +1,47 @@
+"""The GEMM accounting of ``benchmarks/gemm_bound.py`` (the lower bound it reports rests on it)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+gemm_bound = pytest.importorskip("gemm_bound")
+
+
+def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(24, 40)
+    x = torch.randn(3, 24, requires_grad=True)
+    with gemm_bound.GemmRecorder() as recorder:
+        layer(x).pow(2).sum().backward()
+    ops = sorted(c.op for c in recorder.calls)
+    # forward addmm; backward: grad input (mm) and grad weight (mm)
+    assert ops == ["addmm", "mm", "mm"]
+    assert sum(c.flops for c in recorder.calls) == 3 * 2 * 3 * 24 * 40
+
+
+def test_recorder_sees_attention_products_of_math_sdpa() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))
+    with sdpa_kernel(SDPBackend.MATH), gemm_bound.GemmRecorder() as recorder:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert [c.op for c in recorder.calls] == ["bmm", "bmm"]
+    assert sum(c.flops for c in recorder.calls) == 2 * (2 * 6 * 5 * 8 * 5)
+
+
+def test_best_time_reruns_a_recorded_layout() -> None:
+    x = torch.randn(16, 32).t()  # a transposed operand, as in backward
+    w = torch.randn(16, 8)
+    with gemm_bound.GemmRecorder() as recorder:
+        torch.mm(x, w)
+    (call,) = recorder.calls
+    assert call.args[0][2] == (1, 32)  # stride of the transposed view is kept
+    assert call.flops == 2 * 32 * 16 * 8
+    assert gemm_bound.best_time(call.op, call.args) > 0
