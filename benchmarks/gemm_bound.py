@@ -344,11 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = vt.QUICK_ROWS if args.quick else vt.ROWS
     if args.rows:
-        wanted = args.rows.split(",")
-        unknown = set(wanted) - {row["name"] for row in rows}
-        if unknown:
-            raise SystemExit(f"--rows: unknown {sorted(unknown)}; expected some of {[r['name'] for r in rows]}")
-        rows = [row for row in rows if row["name"] in wanted]
+        rows = vt.select_rows(rows, args.rows)
     if args.repeats < 1:
         raise SystemExit(f"--repeats: expected at least 1, got {args.repeats}")
     torch.set_num_threads(vt.THREADS)

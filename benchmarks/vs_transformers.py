@@ -174,6 +174,15 @@ QUICK_ROWS: list[dict[str, Any]] = [
 ]
 
 
+def select_rows(rows: list[dict[str, Any]], names: str) -> list[dict[str, Any]]:
+    """The rows named in the comma-separated ``names`` (``--rows``), in table order."""
+    wanted = names.split(",")
+    unknown = set(wanted) - {row["name"] for row in rows}
+    if unknown:
+        raise SystemExit(f"--rows: unknown {sorted(unknown)}; expected some of {[row['name'] for row in rows]}")
+    return [row for row in rows if row["name"] in wanted]
+
+
 def row_impls(row: dict[str, Any]) -> tuple[str, ...]:
     return (OURS, CHUNKED, HF) if row["kind"] == "multimodal" else (OURS, HF)
 
@@ -969,11 +978,7 @@ def main(argv: list[str] | None = None) -> None:
         profile([by_name[name] for name in wanted], args.out / f"{stem}.profile.txt", args.profile_threads)
         return
     if args.rows:
-        wanted = args.rows.split(",")
-        unknown = set(wanted) - {row["name"] for row in rows}
-        if unknown:
-            raise SystemExit(f"--rows: unknown {sorted(unknown)}")
-        rows = [row for row in rows if row["name"] in wanted]
+        rows = select_rows(rows, args.rows)
     if args.from_json:
         raw = json.loads(args.from_json.read_text())
         results = [
