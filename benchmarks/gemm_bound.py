@@ -29,8 +29,8 @@ this machine can have a smaller ours/transformers time ratio. The issue's target
 1.5x faster) needs a ratio <= 0.667.
 
 Usage: ``.venv/bin/python benchmarks/gemm_bound.py [--rows mlm-512,image-64] [--repeats 3]``.
-Writes ``benchmarks/results/gemm_bound.{md,json}``. About 15 minutes for all rows on 2 cores
-(the multimodal row alone about 9); do not run other heavy work meanwhile.
+Writes ``benchmarks/results/gemm_bound.{md,json}``. About 10 minutes for all rows on 2 cores
+(561 s measured; the multimodal row most of it); do not run other heavy work meanwhile.
 """
 
 from __future__ import annotations
