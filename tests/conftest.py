@@ -22,7 +22,6 @@ def _seed() -> None:
 def small_image_classifier_config(image_shape=(3, 8, 10), num_classes=7, **encoder_overrides) -> PerceiverIOConfig:
     c, h, w = image_shape
     encoder = dict(
-        num_input_channels=c + 2 + 2 * 2 * 4,
         num_latents=6,
         num_latent_channels=24,
         num_blocks=2,
@@ -32,10 +31,9 @@ def small_image_classifier_config(image_shape=(3, 8, 10), num_classes=7, **encod
     )
     encoder.update(encoder_overrides)
     return PerceiverIOConfig(
-        ImageInputAdapterConfig(image_shape, position_encoding=PositionEncodingConfig("fourier", (h, w), num_bands=4)),
+        ImageInputAdapterConfig(image_shape, position_encoding=PositionEncodingConfig("fourier", num_bands=4)),
         EncoderConfig(**encoder),
         DecoderConfig(
-            24,
             query=PositionEncodingConfig("trainable", (1,), num_channels=24),
             num_output_channels=num_classes,
             use_query_residual=True,

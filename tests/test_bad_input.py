@@ -82,8 +82,15 @@ def test_decoder_bad_input(decoder):
 
 def test_adapter_bad_input():
     image = ImageInputAdapter(ImageInputAdapterConfig((3, 8, 10), position_encoding=PositionEncodingConfig("fourier", (8, 10), num_bands=2)))
-    with pytest.raises(ValueError, match=r"pixel_values: expected shape \[B, 3, 8, 10\], got \[2, 8, 10, 3\]"):
+    with pytest.raises(ValueError, match=r"pixel_values: expected shape \[B, 3, H, W\], got \[2, 8, 10, 3\]"):
         image(torch.randn(2, 8, 10, 3))
+    learned = ImageInputAdapter(ImageInputAdapterConfig((3, 8, 10), prep_type="conv1x1", num_conv_channels=4,
+                                                        position_encoding=PositionEncodingConfig("trainable", num_channels=4)))
+    with pytest.raises(ValueError, match=r"pixel_values: expected images of 8x10 pixels .* got 10x8; .*interpolate_pos_encoding=True"):
+        learned(torch.randn(1, 3, 10, 8))
+    conv = ImageInputAdapter(ImageInputAdapterConfig((3, 8, 8), prep_type="conv", conv_padding="transformers"))
+    with pytest.raises(ValueError, match=r"pixel_values: an image of \[2, 2\] pixels is too small for prep_type='conv'"):
+        conv(torch.randn(1, 3, 2, 2))
     with pytest.raises(TypeError, match="pixel_values: expected a floating-point tensor, got dtype torch.uint8"):
         image(torch.zeros(2, 3, 8, 10, dtype=torch.uint8))
     text = TextInputAdapter(TextInputAdapterConfig(vocab_size=262, max_seq_len=8, num_channels=4))
@@ -97,13 +104,19 @@ def test_adapter_bad_input():
 
 def test_model_bad_input_and_composition():
     model = PerceiverIO.from_config(small_image_classifier_config())
-    with pytest.raises(ValueError, match=r"pixel_values: expected shape \[B, 3, 8, 10\], got \[1, 3, 10, 8\]"):
-        model(torch.randn(1, 3, 10, 8))
+    with pytest.raises(ValueError, match=r"pixel_values: expected shape \[B, 3, H, W\], got \[1, 4, 10, 8\]"):
+        model(torch.randn(1, 4, 10, 8))
+    with pytest.raises(ValueError, match="output_chunk_size: expected a positive int, got 0"):
+        model(torch.randn(1, 3, 8, 10), output_chunk_size=0)
     cfg = small_image_classifier_config()
-    with pytest.raises(ValueError, match="encoder: num_input_channels=99 but the input adapter produces 21 channels"):
+    with pytest.raises(ValueError, match="encoder.num_input_channels: 99 was given, but the adjacent parts produce 21"):
         PerceiverIO.from_config(cfg.replace(encoder=cfg.encoder.replace(num_input_channels=99)))
-    with pytest.raises(ValueError, match="decoder: num_latent_channels=12 but the encoder has 24"):
+    with pytest.raises(ValueError, match="decoder.num_latent_channels: 12 was given, but the adjacent parts produce 24"):
         PerceiverIO.from_config(cfg.replace(decoder=cfg.decoder.replace(num_latent_channels=12)))
+    # modules built for other sizes are refused when composed
+    other = PerceiverIO.from_config(small_image_classifier_config(image_shape=(2, 8, 10), num_cross_attend_heads=2))
+    with pytest.raises(ValueError, match="encoder.num_input_channels: 20 was given, but the adjacent parts produce 21"):
+        PerceiverIO(model.input_adapter, other.encoder, model.decoder, model.output_adapter)
 
 
 @pytest.mark.parametrize(
@@ -127,5 +140,7 @@ def test_bad_decoder_config():
     q = PositionEncodingConfig("fourier", (4, 5), num_bands=2)
     with pytest.raises(ValueError, match="num_query_channels: the query encoding makes 10 channels, got num_query_channels=7"):
         DecoderConfig(8, query=q, num_query_channels=7)
-    with pytest.raises(ValueError, match="num_query_channels: required"):
-        DecoderConfig(8, query=None)
+    with pytest.raises(ValueError, match="num_query_channels: required to build a decoder on its own"):
+        PerceiverDecoder(DecoderConfig(8, query=None))
+    with pytest.raises(ValueError, match=r"query: index_dims \(the output grid\) is required"):
+        DecoderConfig(8, query=PositionEncodingConfig("trainable", num_channels=4))

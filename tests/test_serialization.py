@@ -51,7 +51,7 @@ def test_round_trip_text_model_with_iterative_encoder(tmp_path: Path):
     ids = torch.randint(0, 262, (2, 16))
     assert torch.equal(loaded(ids, output_chunk_size=5), model(ids, output_chunk_size=5))
     saved = json.loads((tmp_path / "m" / CONFIG_NAME).read_text())
-    assert saved["model_type"] == "PerceiverIO" and saved["config"]["input_adapter"]["type"] == "text_input"
+    assert saved["model_type"] == "perceiver_io" and saved["config"]["input_adapter"]["type"] == "text_input"
 
 
 def test_shared_parameters_are_stored_once(tmp_path: Path):
@@ -123,7 +123,7 @@ def test_bad_config_files(tmp_path: Path, image_classifier: PerceiverIO):
     bad = json.loads(json.dumps(good))
     bad["model_type"] = "Nope"
     path.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="unknown model_type 'Nope'"):
+    with pytest.raises(ValueError, match="model_type: unknown component type 'Nope'"):
         from_pretrained(tmp_path)
     bad = json.loads(json.dumps(good))
     bad["config"]["input_adapter"]["type"] = "no_such_adapter"

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from perceiver_io import from_pretrained
+from perceiver_io import create_model, from_pretrained
 from perceiver_io.cli import main
 from perceiver_io.core.decoder import AverageDecoderConfig
-from perceiver_io.models import ImageClassifier, MaskedLanguageModel, OpticalFlow, presets
+from perceiver_io.models import ImageClassifier, MaskedLanguageModel, OpticalFlow, factory
 from perceiver_io.models.flow import tile_origins
 
 from official_fixtures import FAMILIES, FIXTURES
@@ -29,14 +29,14 @@ OFFICIAL_PARAMS = {
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_preset_parameter_counts_equal_the_official_models(name):
     with torch.device("meta"):  # counts without allocating 200M floats
-        model = presets.PRESETS[name]()
+        model = create_model(name)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_paper_size_presets_run_one_forward(name):
-    model = presets.PRESETS[name]().eval()
+    model = create_model(name).eval()
     with torch.inference_mode():
         if name == "language_perceiver_bytes":
             out = model(torch.randint(0, 262, (1, 2048)))
@@ -74,7 +74,7 @@ def test_mlm_masks_padded_queries_like_the_official_model():
 
 def test_image_classifier_with_average_decoder(tmp_path):
     model_class, config = FAMILIES["image_fourier"]()
-    config = config.replace(decoder=AverageDecoderConfig(32, 10))
+    config = config.replace(decoder=AverageDecoderConfig(10))
     model = ImageClassifier.from_config(config).eval()
     images = torch.randn(3, 3, 16, 20)
     with torch.no_grad():
@@ -125,18 +125,44 @@ def test_tiled_flow_matches_the_official_stitching():
         model.predict_tiled(big)
 
 
+@pytest.mark.parametrize("name", ["image_fourier", "image_conv"])
+def test_fourier_image_models_take_any_size(name):
+    """Positions follow the input's grid: a model run at another size equals the same weights in a
+    model configured for that size (the same fixed max_resolution)."""
+    model_class, config = FAMILIES[name]()
+    model = model_class.from_config(config).eval()
+    adapter = config.input_adapter.replace(image_shape=(3, 24, 36), position_encoding=config.input_adapter.position_encoding.replace(index_dims=None))
+    resized = model_class.from_config(config.replace(input_adapter=adapter)).eval()
+    resized.load_state_dict(model.state_dict())
+    images = torch.randn(2, 3, 24, 36)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), resized(images))
+        assert not torch.allclose(model(images), model(images[..., :20, :28]))
+
+
+def test_flow_and_video_run_at_any_size():
+    flow = OpticalFlow.from_config(FAMILIES["optical_flow"]()[1]).eval()
+    with torch.no_grad():
+        assert flow(torch.rand(1, 2, 3, 10, 13) * 2 - 1).shape == (1, 2, 10, 13)
+    model_class, config = FAMILIES["multimodal"]()
+    auto = model_class.from_config(config).eval()
+    inputs = {"image": torch.rand(1, 2, 3, 8, 12), "audio": torch.randn(1, 96, 1), "label": torch.zeros(1, 5)}
+    out = auto.reconstruct(inputs, chunk_size=50)
+    assert out["image"].shape == (1, 2, 3, 8, 12) and out["audio"].shape == (1, 96, 1) and out["label"].shape == (1, 5)
+
+
 def test_task_models_reject_mismatched_parts():
-    _, mlm_config = FAMILIES["mlm"]()
-    _, image_config = FAMILIES["image_fourier"]()
+    mlm = MaskedLanguageModel.from_config(FAMILIES["mlm"]()[1])
+    image = ImageClassifier.from_config(FAMILIES["image_fourier"]()[1])
     with pytest.raises(ValueError, match="input_adapter: ImageClassifier needs a ImageInputAdapter, got TextInputAdapter"):
-        ImageClassifier.from_config(image_config.replace(input_adapter=mlm_config.input_adapter))
+        ImageClassifier(mlm.input_adapter, image.encoder, image.decoder, image.output_adapter)
     with pytest.raises(ValueError, match="output_adapter: MaskedLanguageModel needs a TiedEmbeddingOutputAdapter"):
-        MaskedLanguageModel.from_config(mlm_config.replace(output_adapter=image_config.output_adapter))
+        MaskedLanguageModel(mlm.input_adapter, mlm.encoder, mlm.decoder, image.output_adapter)
 
 
 def test_convert_cli_from_haiku(tmp_path, capsys, monkeypatch):
     model_class, config = FAMILIES["image_conv"]()
-    monkeypatch.setitem(presets.PRESETS, "tiny_image_conv", lambda: model_class.from_config(config))
+    monkeypatch.setitem(factory._PRESETS, "tiny_image_conv", factory.Preset("tiny_image_conv", model_class, lambda: config))
     source = FIXTURES / "image_conv.params.pickle"
     assert main(["convert", "--from", "haiku", str(source), str(tmp_path / "out"), "--preset", "tiny_image_conv"]) == 0
     assert "wrote ImageClassifier" in capsys.readouterr().out

@@ -1,14 +1,15 @@
-"""ByteTokenizer against transformers.PerceiverTokenizer on random Unicode text and random ids."""
+"""ByteTokenizer against transformers.PerceiverTokenizer (defaults included) on random Unicode text and random ids."""
 
 from __future__ import annotations
+
+import inspect
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from perceiver_io.tokenizer import ByteTokenizer
-
-transformers = pytest.importorskip("transformers")
 
 SPECIAL_STRINGS = ["[PAD]", "[BOS]", "[EOS]", "[MASK]", "[CLS]", "[SEP]"]
 # Literal special tokens plus near misses that must stay plain bytes.
@@ -17,6 +18,7 @@ FRAGMENTS = SPECIAL_STRINGS + ["[UNK]", "[mask]", "[", "]", "[[", "]]", "[MAS", 
 
 @pytest.fixture(scope="module")
 def hf():
+    transformers = pytest.importorskip("transformers")  # only the parity tests need it
     return transformers.PerceiverTokenizer()
 
 
@@ -92,16 +94,30 @@ ID_SEQUENCES = random_id_sequences(300, seed=99)
 def test_constants(tok):
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
     assert (tok.mask_token_id, tok.cls_token_id, tok.sep_token_id) == (3, 4, 5)
-    assert tok.vocab_size == len(tok) == 262
-    assert tok.num_special_tokens == 6
-    assert ByteTokenizer.vocab_size == 262 and ByteTokenizer.mask_token_id == 3
+    assert tok.vocab_size == len(tok) == ByteTokenizer.vocab_size == 262
+    assert tok.model_max_length == 2048 and ByteTokenizer(model_max_length=16).model_max_length == 16
 
 
 def test_constants_match_hf(tok, hf):
-    assert len(hf) == tok.vocab_size
+    assert len(hf) == tok.vocab_size == len(tok)
+    assert hf.model_max_length == tok.model_max_length
+    assert sorted(hf.all_special_ids) == list(range(6))
     for name in ("pad", "bos", "eos", "mask", "cls", "sep"):
         assert getattr(hf, f"{name}_token_id") == getattr(tok, f"{name}_token_id")
-        assert getattr(hf, f"{name}_token") == tok.special_tokens[getattr(tok, f"{name}_token_id")]
+        assert tok.decode([getattr(tok, f"{name}_token_id")]) == getattr(hf, f"{name}_token") == f"[{name.upper()}]"
+
+
+@pytest.mark.parametrize("method", ["__call__", "encode", "decode", "batch_decode"])
+def test_defaults_match_hf(tok, hf, method):
+    """Every parameter we share with transformers has transformers' default."""
+    ours = inspect.signature(getattr(tok, method)).parameters
+    ref = inspect.signature(getattr(hf, method)).parameters
+    shared = [name for name in ours if name in ref and ours[name].default is not inspect.Parameter.empty]
+    assert shared, method
+    for name in shared:
+        assert ours[name].default == ref[name].default, (method, name)
+    first = next(iter(ours))
+    assert first == next(iter(ref)), (method, first)  # `text` / `token_ids` / `sequences`, usable by keyword
 
 
 def test_known_values(tok):
@@ -109,133 +125,214 @@ def test_known_values(tok):
     assert tok.encode("Hi", add_special_tokens=False) == [78, 111]
     assert tok.encode("é", add_special_tokens=False) == [0xC3 + 6, 0xA9 + 6]
     assert tok.encode("a[MASK]b", add_special_tokens=False) == [103, 3, 104]
-    assert tok.encode("", add_special_tokens=True) == [4, 5]
-    assert tok.decode([4, 78, 111, 3, 0, 5], skip_special_tokens=False) == "[CLS]Hi[MASK][PAD][SEP]"
-    assert tok.decode([4, 78, 111, 3, 0, 5]) == "Hi"
+    assert tok.encode("[UNK][mask]", add_special_tokens=False) == [b + 6 for b in b"[UNK][mask]"]
+    assert tok.encode("") == [4, 5]
+    ids = [4, 78, 111, 3, 0, 1, 2, 5]
+    assert tok.decode(ids) == "[CLS]Hi[MASK][PAD][BOS][EOS][SEP]"  # special tokens kept by default
+    assert tok.decode(ids, skip_special_tokens=True) == "Hi"
+    assert tok.batch_decode([ids, [4, 5, 0]]) == ["[CLS]Hi[MASK][PAD][BOS][EOS][SEP]", "[CLS][SEP][PAD]"]
+    assert tok.batch_decode([ids, [4, 5, 0]], skip_special_tokens=True) == ["Hi", ""]
     # a special id cutting a two-byte character apart
-    assert tok.decode([0xC3 + 6, 3, 0xA9 + 6], skip_special_tokens=False) == "\ufffd[MASK]\ufffd"
+    assert tok.decode([0xC3 + 6, 3, 0xA9 + 6]) == "\ufffd[MASK]\ufffd"
     assert tok.decode([0xC3 + 6, 3, 0xA9 + 6], skip_special_tokens=True) == "é"
+    assert tok.decode([ord(".") + 6, 32 + 6, ord(".") + 6]) == ". ."  # no tokenization-space clean-up
+
+
+def test_call_defaults(tok):
+    # no padding, no truncation, Python lists; flat lists for a single str
+    assert tok(["Hi", "abc"]) == {
+        "input_ids": [[4, 78, 111, 5], [4, 103, 104, 105, 5]],
+        "attention_mask": [[1, 1, 1, 1], [1, 1, 1, 1, 1]],
+    }
+    assert tok("Hi") == {"input_ids": [4, 78, 111, 5], "attention_mask": [1, 1, 1, 1]}
+    # max_length alone truncates (truncation=None and padding=False)
+    assert tok(["Hello world", "ab"], max_length=5)["input_ids"] == [[4, 78, 107, 114, 5], [4, 103, 104, 5]]
+    assert tok("x" * 3000, truncation=True)["input_ids"] == [4] + [ord("x") + 6] * 2046 + [5]
+    assert len(tok("x", padding="max_length")["input_ids"]) == 2048
+    assert tok("x" * 30, truncation=True, add_special_tokens=False)["input_ids"] == [ord("x") + 6] * 30
+    assert ByteTokenizer(model_max_length=8)("x" * 30, truncation=True)["input_ids"] == [4] + [ord("x") + 6] * 6 + [5]
 
 
 @pytest.mark.parametrize("add_special_tokens", [True, False])
 def test_encode_matches_hf(tok, hf, add_special_tokens):
     for text in TEXTS:
-        assert tok.encode(text, add_special_tokens) == hf.encode(text, add_special_tokens=add_special_tokens), repr(text)
+        assert tok.encode(text, add_special_tokens=add_special_tokens) == hf.encode(
+            text, add_special_tokens=add_special_tokens
+        ), repr(text)
+
+
+def test_encode_default_matches_hf(tok, hf):
+    for text in TEXTS:
+        assert tok.encode(text) == hf.encode(text), repr(text)
+
+
+def test_long_text_matches_hf(tok, hf):
+    rs = np.random.RandomState(7)
+    pieces = [_chars(_random_code_points(rs, 200)) + FRAGMENTS[rs.randint(len(FRAGMENTS))] for _ in range(100)]
+    text = "".join(pieces)
+    ids = tok.encode(text)
+    assert ids == hf.encode(text)
+    assert tok.decode(ids) == hf.decode(ids) == "[CLS]" + text + "[SEP]"
 
 
 def test_round_trip_with_special_tokens_rendered(tok):
     for text in TEXTS:
-        assert tok.decode(tok.encode(text, add_special_tokens=False), skip_special_tokens=False) == text
+        assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
 
 
 CALL_CASES = [
     dict(),
     dict(add_special_tokens=False),
-    dict(truncation=True, max_length=2),
+    dict(padding=True),
+    dict(padding="longest", add_special_tokens=False),
+    dict(max_length=2),  # truncation=None + max_length + no padding: truncates
+    dict(max_length=7),
+    dict(max_length=7, add_special_tokens=False),
+    dict(max_length=1, add_special_tokens=False),
+    dict(max_length=7, truncation=False),
     dict(truncation=True, max_length=3),
-    dict(truncation=True, max_length=9),
-    dict(truncation=True, max_length=9, add_special_tokens=False),
-    dict(truncation=True, max_length=1, add_special_tokens=False),
+    dict(truncation=True, max_length=9, padding=True),
+    dict(truncation=True),
     dict(padding="max_length", truncation=True, max_length=12),
     dict(padding="max_length", truncation=True, max_length=12, add_special_tokens=False),
+    dict(padding="max_length", max_length=12),  # no truncation: longer rows left as they are
     dict(padding="max_length", max_length=170),  # longer than every text
     dict(padding=True, max_length=5),  # max_length without truncation does not cut
 ]
 
 
-@pytest.mark.filterwarnings("ignore:`max_length` is ignored:UserWarning")
+def _hf_call(hf, batch, **kwargs):
+    """transformers' output as a plain dict, or the exception type it raised."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return dict(hf(batch, **kwargs))
+    except ValueError:
+        return ValueError
+
+
+@pytest.mark.filterwarnings("ignore:max_length=.* is ignored:UserWarning")
 @pytest.mark.parametrize("kwargs", CALL_CASES, ids=[str(k) for k in CALL_CASES])
 def test_call_matches_hf(tok, hf, kwargs):
-    hf_kwargs = {"padding": "longest", **kwargs}
+    stacked = 0
     for start in range(0, 96, 8):
         batch = TEXTS[start : start + 8]
-        ours = tok(batch, **kwargs)
-        ref = hf(batch, return_tensors="pt", **hf_kwargs)
-        for key in ("input_ids", "attention_mask"):
+        lists = tok(batch, **kwargs)
+        assert lists == _hf_call(hf, batch, **kwargs), batch
+        ref = _hf_call(hf, batch, return_tensors="pt", **kwargs)
+        if len({len(row) for row in lists["input_ids"]}) > 1:  # rows of unequal length
+            # transformers raises too, except when the first row is empty: then it silently
+            # returns a [B, 0] tensor; we raise in every case
+            assert ref is ValueError or (lists["input_ids"][0] == [] and ref["input_ids"].shape == (len(batch), 0))
+            with pytest.raises(ValueError, match=r"text: cannot stack rows of lengths"):
+                tok(batch, return_tensors="pt", **kwargs)
+            continue
+        stacked += 1
+        ours = tok(batch, return_tensors="pt", **kwargs)
+        assert ours.keys() == ref.keys() == {"input_ids", "attention_mask"}
+        for key in ours:
             assert ours[key].dtype == torch.long
-            assert ours[key].shape == ref[key].shape
             assert torch.equal(ours[key], ref[key]), (key, batch)
-        lists = tok(batch, return_tensors=None, **kwargs)
-        ref_lists = hf(batch, **hf_kwargs)
-        assert lists == {"input_ids": ref_lists["input_ids"], "attention_mask": ref_lists["attention_mask"]}
-
-
-def test_call_unpadded_lists_match_hf(tok, hf):
-    batch = TEXTS[:20]
-    for kwargs in (dict(), dict(truncation=True, max_length=6)):
-        ours = tok(batch, padding=False, return_tensors=None, **kwargs)
-        ref = hf(batch, padding=False, **kwargs)
-        assert ours["input_ids"] == ref["input_ids"]
-        assert ours["attention_mask"] == ref["attention_mask"]
+    padding = kwargs.get("padding", False)
+    if padding in (True, "longest") or (padding == "max_length" and (kwargs.get("truncation") or kwargs["max_length"] > 100)):
+        assert stacked == 12  # every padded batch went through the tensor comparison
 
 
 def test_call_single_text(tok, hf):
-    out = tok("héllo [MASK]")
-    assert out["input_ids"].shape == out["attention_mask"].shape == (1, 10)
-    assert out["input_ids"].dtype == out["attention_mask"].dtype == torch.long
-    ref = hf("héllo [MASK]", return_tensors="pt")
-    assert torch.equal(out["input_ids"], ref["input_ids"])
-    lists = tok("héllo [MASK]", return_tensors=None)
-    assert lists["input_ids"] == hf("héllo [MASK]")["input_ids"]  # flat, as in transformers
-    assert tok(("ab", "c"), return_tensors="np")["input_ids"].tolist() == [[4, 103, 104, 5], [4, 105, 5, 0]]
+    for text in ("héllo [MASK]", "", "[CLS]"):
+        for kwargs in (dict(), dict(return_tensors="pt"), dict(max_length=4), dict(padding="max_length", max_length=20)):
+            ours, ref = tok(text, **kwargs), dict(hf(text, **kwargs))
+            assert ours.keys() == ref.keys()
+            for key in ours:
+                if kwargs.get("return_tensors") == "pt":
+                    assert ours[key].shape == (1, ref[key].shape[1])
+                    assert torch.equal(ours[key], ref[key])
+                else:
+                    assert ours[key] == ref[key] and isinstance(ours[key][0], int)  # flat, as in transformers
+    assert tok(text="ab") == dict(hf(text="ab"))
+    assert tok(("ab", "c"), padding=True) == dict(hf(("ab", "c"), padding=True))
 
 
 def test_call_default_model_max_length(tok, hf):
     text = "x" * 2100
-    ours = tok([text, "y"], truncation=True)
+    ours = tok([text, "y"], truncation=True, padding=True, return_tensors="pt")
     ref = hf([text, "y"], truncation=True, padding=True, return_tensors="pt")
     assert ours["input_ids"].shape == (2, 2048)
     assert torch.equal(ours["input_ids"], ref["input_ids"])
     assert torch.equal(ours["attention_mask"], ref["attention_mask"])
 
 
+def test_ignored_max_length_warns(tok):
+    with pytest.warns(UserWarning, match=r"max_length=5 is ignored"):
+        out = tok(["Hello world", "ab"], padding=True, max_length=5)
+    assert [len(r) for r in out["input_ids"]] == [13, 13]
+    with pytest.warns(UserWarning, match=r"max_length=3 is ignored"):
+        tok("Hello", truncation=False, max_length=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tok("Hello", max_length=3)
+        tok("Hello", padding="max_length", max_length=9)
+
+
 def _as_kinds(seq: np.ndarray):
     return [seq.tolist(), seq, torch.from_numpy(seq)]
 
 
-@pytest.mark.parametrize("skip_special_tokens", [True, False])
+@pytest.mark.parametrize("skip_special_tokens", [None, True, False])
 def test_decode_matches_hf(tok, hf, skip_special_tokens):
+    kwargs = {} if skip_special_tokens is None else {"skip_special_tokens": skip_special_tokens}
     for seq in ID_SEQUENCES:
-        ref = hf.decode(seq.tolist(), skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
+        ref = hf.decode(seq.tolist(), **kwargs)
         for ids in _as_kinds(seq):
-            assert tok.decode(ids, skip_special_tokens=skip_special_tokens) == ref, seq.tolist()
+            assert tok.decode(ids, **kwargs) == ref, seq.tolist()
 
 
 def test_decode_dtypes(tok):
     seq = np.array([4, 78, 111, 5])
     for dtype in (np.int32, np.uint8, np.uint64):
-        assert tok.decode(seq.astype(dtype), skip_special_tokens=False) == "[CLS]Hi[SEP]"
+        assert tok.decode(seq.astype(dtype)) == "[CLS]Hi[SEP]"
     assert tok.decode(torch.tensor([78, 111], dtype=torch.int32)) == "Hi"
-    assert tok.decode([]) == "" and tok.decode(np.zeros(0, dtype=np.int64), skip_special_tokens=False) == ""
+    assert tok.decode([]) == "" and tok.decode(np.zeros(0, dtype=np.int64)) == ""
+    assert tok.batch_decode([]) == [] and tok.batch_decode(torch.zeros(0, 3, dtype=torch.long)) == []
 
 
-@pytest.mark.parametrize("skip_special_tokens", [True, False])
+@pytest.mark.parametrize("skip_special_tokens", [None, True, False])
 def test_batch_decode_matches_hf(tok, hf, skip_special_tokens):
-    batch = tok(TEXTS[:40])["input_ids"]
-    ref = hf.batch_decode(batch.tolist(), skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
-    assert tok.batch_decode(batch, skip_special_tokens=skip_special_tokens) == ref
-    assert tok.batch_decode(batch.numpy(), skip_special_tokens=skip_special_tokens) == ref
+    kwargs = {} if skip_special_tokens is None else {"skip_special_tokens": skip_special_tokens}
+    batch = tok(TEXTS[:40], padding=True, return_tensors="pt")["input_ids"]
+    ref = hf.batch_decode(batch.tolist(), **kwargs)
+    assert tok.batch_decode(batch, **kwargs) == ref
+    assert tok.batch_decode(batch.numpy(), **kwargs) == ref
     ragged = [seq.tolist() for seq in ID_SEQUENCES[:40]]
-    ref = hf.batch_decode(ragged, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
-    assert tok.batch_decode(ragged, skip_special_tokens=skip_special_tokens) == ref
+    ref = hf.batch_decode(ragged, **kwargs)
+    assert tok.batch_decode(ragged, **kwargs) == ref
+    assert tok.batch_decode(ID_SEQUENCES[:40], **kwargs) == ref
 
 
 # ---------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("texts", [b"bytes", 3, None, {"a": 1}, ["ok", b"bytes"], ("ok", 7)])
-def test_call_rejects_non_str(tok, texts):
-    with pytest.raises(TypeError, match=r"texts.*expected a str.*got (bytes|int|NoneType|dict)"):
-        tok(texts)
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [(b"bytes", "bytes"), (3, "int"), (None, "NoneType"), ({"a": 1}, "dict"), (["ok", b"x"], "bytes"), (("ok", 7), "int")],
+)
+def test_call_rejects_non_str(tok, text, got):
+    where = r"text\[1\]" if isinstance(text, (list, tuple)) else "text"
+    with pytest.raises(TypeError, match=rf"{where}: expected a str.*got {got}"):
+        tok(text)
 
 
-def test_encode_rejects_non_str(tok):
+def test_encode_rejects_bad_input(tok):
     with pytest.raises(TypeError, match=r"text: expected a str, got bytes"):
         tok.encode(b"abc")
+    with pytest.raises(TypeError, match=r"add_special_tokens: expected a bool, got int"):
+        tok.encode("abc", add_special_tokens=1)
+    with pytest.raises(TypeError, match=r"positional"):
+        tok.encode("abc", False)  # transformers' second positional is text_pair
 
 
 def test_call_rejects_empty_batch(tok):
-    with pytest.raises(ValueError, match=r"texts.*empty"):
+    with pytest.raises(ValueError, match=r"text: expected a str or a non-empty list/tuple of str, got an empty list"):
         tok([])
 
 
@@ -256,42 +353,61 @@ def test_call_rejects_small_max_length(tok, kwargs, floor):
 def test_call_rejects_bad_options(tok):
     with pytest.raises(TypeError, match=r"max_length: expected an int or None, got float"):
         tok("abc", max_length=4.0)
-    with pytest.raises(ValueError, match=r"padding: expected .*got 'left'"):
+    with pytest.raises(TypeError, match=r"add_special_tokens: expected a bool, got str"):
+        tok("abc", add_special_tokens="yes")
+    with pytest.raises(ValueError, match=r"padding: expected True, False, 'longest' or 'max_length', got 'left'"):
         tok("abc", padding="left")
-    with pytest.raises(ValueError, match=r"truncation: expected .*got 'yes'"):
-        tok("abc", truncation="yes")
-    with pytest.raises(ValueError, match=r"return_tensors: expected 'pt', 'np' or None, got 'tf'"):
-        tok("abc", return_tensors="tf")
-    with pytest.raises(ValueError, match=r"cannot stack rows of lengths \[5, 3\]"):
-        tok(["abc", "a"], padding=False)
-    with pytest.raises(ValueError, match=r"cannot stack rows of lengths \[7, 4\]"):
-        tok(["abcde", "a"], padding="max_length", max_length=4)
+    with pytest.raises(ValueError, match=r"padding: expected .*got 1"):
+        tok("abc", padding=1)
+    with pytest.raises(ValueError, match=r"truncation: expected True, False or None, got 'longest_first'"):
+        tok("abc", truncation="longest_first")
+    with pytest.raises(ValueError, match=r"return_tensors: expected 'pt' or None, got 'np'"):
+        tok("abc", return_tensors="np")
+    with pytest.raises(ValueError, match=r"text: cannot stack rows of lengths \[5, 3\]"):
+        tok(["abc", "a"], return_tensors="pt")
+    with pytest.raises(ValueError, match=r"text: cannot stack rows of lengths \[7, 4\]"):
+        tok(["abcde", "a"], padding="max_length", max_length=4, return_tensors="pt")
+    with pytest.raises(TypeError, match=r"model_max_length: expected an int, got float"):
+        ByteTokenizer(model_max_length=2048.0)
+    with pytest.raises(ValueError, match=r"model_max_length: expected an int >= 2, got 1"):
+        ByteTokenizer(model_max_length=1)
 
 
-@pytest.mark.parametrize("bad", [262, 300, -1, 2**40, 10**30])
+@pytest.mark.parametrize("bad", [262, 300, -1, 2**40, 2**64, 10**30])
 def test_decode_rejects_out_of_range(tok, bad):
-    pattern = rf"ids: every id must be in \[0, 262\), got {bad}" if bad < 2**63 else r"ids: every id must be in \[0, 262\)"
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ValueError, match=rf"token_ids: every id must be in \[0, 262\), got {bad} at index 1"):
         tok.decode([78, bad])
-    if bad < 2**63:
-        with pytest.raises(ValueError, match=rf"{pattern} at index 1"):
+    with pytest.raises(ValueError, match=rf"sequences\[1\]: every id must be in \[0, 262\), got {bad} at index 0"):
+        tok.batch_decode([[78], [bad]])
+    if -(2**63) <= bad < 2**63:
+        with pytest.raises(ValueError, match=rf"token_ids: every id must be in \[0, 262\), got {bad} at index 1"):
             tok.decode(torch.tensor([78, bad]))
-        with pytest.raises(ValueError, match=r"sequences\[1\]: every id must be in \[0, 262\)"):
-            tok.batch_decode([[78], [bad]])
         with pytest.raises(ValueError, match=rf"sequences: every id must be in \[0, 262\), got {bad} at index \[1, 0\]"):
             tok.batch_decode(np.array([[78], [bad]]))
 
 
 def test_decode_rejects_bad_types_and_shapes(tok):
-    with pytest.raises(TypeError, match=r"ids: expected integer ids, got dtype float64"):
+    with pytest.raises(TypeError, match=r"token_ids: expected integer ids, got elements of dtype float64"):
         tok.decode([1.0, 2.0])
-    with pytest.raises(TypeError, match=r"ids: expected integer ids, got a tensor of dtype torch.float32"):
+    with pytest.raises(TypeError, match=r"token_ids: expected integer ids, got elements of dtype bool"):
+        tok.decode([True, False])
+    with pytest.raises(TypeError, match=r"token_ids: expected integer ids, got elements of dtype object"):
+        tok.decode([1, None])
+    with pytest.raises(TypeError, match=r"token_ids: expected integer ids, got a tensor of dtype torch.float32"):
         tok.decode(torch.ones(3))
-    with pytest.raises(TypeError, match=r"ids: expected integer ids, got str"):
+    with pytest.raises(TypeError, match=r"token_ids: expected integer ids, got str"):
         tok.decode("abc")
-    with pytest.raises(ValueError, match=r"ids: expected a 1-D sequence of ids, got shape \[1, 2\]"):
+    with pytest.raises(TypeError, match=r"skip_special_tokens: expected a bool, got str"):
+        tok.decode([78], skip_special_tokens="no")
+    with pytest.raises(ValueError, match=r"token_ids: expected a 1-D sequence of ids, got shape \[1, 2\] \(use batch_decode"):
         tok.decode(torch.tensor([[78, 79]]))
-    with pytest.raises(ValueError, match=r"sequences: expected a 2-D .*flat list"):
+    with pytest.raises(ValueError, match=r"token_ids: expected a 1-D sequence of integer ids, got a ragged sequence"):
+        tok.decode([[78], [79, 80]])
+    with pytest.raises(ValueError, match=r"sequences: expected a list of id sequences, got a flat list of ids"):
         tok.batch_decode([78, 79])
     with pytest.raises(ValueError, match=r"sequences: expected a 2-D sequence of ids, got shape \[2\]"):
         tok.batch_decode(torch.tensor([78, 79]))
+    with pytest.raises(TypeError, match=r"sequences: expected a 2-D tensor/array or a list of id sequences, got str"):
+        tok.batch_decode("abc")
+    with pytest.raises(TypeError, match=r"skip_special_tokens: expected a bool, got int"):
+        tok.batch_decode([[78]], skip_special_tokens=1)

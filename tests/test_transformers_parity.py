@@ -18,7 +18,7 @@ from perceiver_io import (
 from perceiver_io.adapters.flow import frame_patches
 from perceiver_io.core.decoder import AverageDecoderConfig
 from perceiver_io.models import ImageClassifier, MaskedLanguageModel, MultimodalAutoencoder, OpticalFlow, TextClassifier
-from perceiver_io.models.presets import language_perceiver_bytes_config
+from perceiver_io.models.presets import language_perceiver_bytes
 
 transformers = pytest.importorskip("transformers")
 from transformers import PerceiverConfig  # noqa: E402
@@ -155,15 +155,47 @@ def test_image_classification(head, image_size, core, batch):
     assert_round_trip(hf, ours)
 
 
+@pytest.mark.parametrize("head, image_size, core", IMAGE_CASES)
+@pytest.mark.parametrize("other_size", [(11, 9), (12, 20)])
+def test_image_classification_at_other_sizes(head, image_size, core, other_size):
+    """Fourier and conv models take any image size (positions for the actual grid, as transformers
+    and the official code compute them); the learned one interpolates its table on request."""
+    hf = build(head, image_size=image_size, num_labels=4, **CORES[core])
+    learned = head == "PerceiverForImageClassificationLearned"
+    ours = from_transformers(hf, interpolate_pos_encoding=learned)
+    pixels = torch.randn(2, 3, *other_size)
+    with torch.no_grad():
+        expected = hf(inputs=pixels, interpolate_pos_encoding=learned).logits
+        assert max_diff(ours(pixels), expected) <= TOL
+    if learned:
+        with pytest.raises(ValueError, match=r"pixel_values: expected images of .* interpolate_pos_encoding=True"):
+            from_transformers(hf)(pixels)
+
+
 def test_conv_processing_at_224_has_a_55x55_grid_and_matches():
     hf = build("PerceiverForImageClassificationConvProcessing", image_size=224, num_labels=3, **CORES["defaults_q"])
     ours = from_transformers(hf)
     cfg = ours.input_adapter.config
-    assert cfg.token_grid == (55, 55) and cfg.conv_padding == "transformers"
+    assert cfg.token_grid(224, 224) == (55, 55) and cfg.conv_padding == "transformers"
     assert cfg.position_encoding.max_resolution == (56, 56) and cfg.position_encoding.num_bands == 64
     pixels = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert max_diff(ours(pixels), hf(inputs=pixels).logits) <= TOL
+
+
+def test_flow_takes_sizes_transformers_cannot():
+    """transformers reshapes flow to train_size; ours runs other frame sizes with the same per-pixel math."""
+    hf = build("PerceiverForOpticalFlow", train_size=[4, 6], **CORES["defaults_q"])
+    ours = from_transformers(hf)
+    frames = torch.rand(1, 2, 3, 5, 7) * 2 - 1
+    with pytest.raises(RuntimeError, match="invalid for input of size 70"):
+        hf(inputs=frame_patches(frames))
+    hf.perceiver.decoder.output_image_shape = (5, 7)  # transformers' network runs other sizes but for this reshape
+    with torch.no_grad():
+        flow = ours(frames)
+        expected = hf(inputs=frame_patches(frames)).logits * 20
+    assert flow.shape == (1, 2, 5, 7)
+    assert max_diff(flow, expected.permute(0, 3, 1, 2)) <= TOL
 
 
 def test_fourier_positions_come_from_the_transformers_module():
@@ -267,7 +299,7 @@ def test_dtype_and_mode_are_kept():
 
 def test_our_model_to_transformers_and_back():
     """A model built here (tanh GELU, as the presets) runs the same in transformers."""
-    cfg = language_perceiver_bytes_config(max_seq_len=12, vocab_size=10)
+    cfg = language_perceiver_bytes(max_seq_len=12, vocab_size=10)
     cfg = cfg.replace(
         input_adapter=cfg.input_adapter.replace(num_channels=16),
         encoder=cfg.encoder.replace(num_input_channels=16, num_latents=3, num_latent_channels=24,
@@ -327,10 +359,9 @@ def _image_model(**adapter) -> ImageClassifier:
                                                  else (3, 3), num_bands=64, max_resolution=(56, 56)),
         **adapter,
     )
-    decoder = DecoderConfig(12, query=PositionEncodingConfig("trainable", (1,), num_channels=12), num_output_channels=3,
+    decoder = DecoderConfig(query=PositionEncodingConfig("trainable", (1,), num_channels=12), num_output_channels=3,
                             use_query_residual=True, activation="gelu")
-    encoder = EncoderConfig(num_input_channels=adapter_cfg.token_channels + 2 + 4 * 64, num_latents=3,
-                            num_latent_channels=12, num_blocks=1, num_self_attends_per_block=1,
+    encoder = EncoderConfig(num_latents=3, num_latent_channels=12, num_blocks=1, num_self_attends_per_block=1,
                             num_cross_attend_heads=1, num_self_attend_heads=3, activation="gelu")
     return ImageClassifier.from_config(PerceiverIOConfig(adapter_cfg, encoder, decoder, ClassificationOutputAdapterConfig(3)))
 
@@ -345,7 +376,7 @@ def test_to_transformers_names_what_transformers_cannot_express():
     with pytest.raises(ValueError, match="decoder.num_heads=3"):
         to_transformers(ImageClassifier.from_config(ok.config.replace(decoder=ok.config.decoder.replace(num_heads=3))))
     with pytest.raises(ValueError, match="decoder"):
-        to_transformers(ImageClassifier.from_config(ok.config.replace(decoder=AverageDecoderConfig(12, 3))))
+        to_transformers(ImageClassifier.from_config(ok.config.replace(decoder=AverageDecoderConfig(3))))
     with pytest.raises(TypeError, match="task models"):
         to_transformers(PerceiverIO.from_config(ok.config))
 
@@ -366,11 +397,8 @@ def test_multimodal_audio_must_split_into_frames():
                audio_samples_per_frame=4, samples_per_patch=2, output_num_channels=6,
                _label_trainable_num_channels=5, num_labels=3, **CORES["defaults_q"])
     cfg = from_transformers(hf).config
-    shape = cfg.input_adapter.shape.replace(num_audio_samples=10)
-    bad = cfg.replace(
-        input_adapter=cfg.input_adapter.replace(shape=shape, audio_max_resolution=None),
-        output_adapter=cfg.output_adapter.replace(shape=shape, audio_max_resolution=None),
-    )
+    audio = cfg.input_adapter.modalities["audio"].replace(max_resolution=(10,))
+    bad = cfg.replace(input_adapter=cfg.input_adapter.replace(modalities={**cfg.input_adapter.modalities, "audio": audio}))
     with pytest.raises(ValueError, match="num_frames"):
         to_transformers(MultimodalAutoencoder.from_config(bad))
 

@@ -1,4 +1,8 @@
-"""perceiver-io-torch: Perceiver IO in PyTorch (Jaegle et al., 2021)."""
+"""perceiver-io-torch: Perceiver IO in PyTorch (Jaegle et al., 2021).
+
+``create_model(name, **overrides)`` builds a preset (``list_models()`` names them);
+``from_pretrained(directory)`` loads a saved model; ``PerceiverIO`` composes your own.
+"""
 
 from .adapters import (
     ClassificationOutputAdapter,
@@ -9,22 +13,23 @@ from .adapters import (
     TextInputAdapterConfig,
 )
 from .core import (
+    AverageDecoderConfig,
     DecoderConfig,
     EncoderConfig,
     PerceiverDecoder,
     PerceiverEncoder,
     PositionEncodingConfig,
 )
-from .core.perceiver import PerceiverIO, PerceiverIOConfig
+from .perceiver import PerceiverIO, PerceiverIOConfig
 from .serialization import from_pretrained, save_pretrained
 from .tokenizer import ByteTokenizer
-from . import models  # registers the task models, so from_pretrained can rebuild them
+from .models import create_model, list_models  # also registers the task models, so from_pretrained rebuilds them
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ByteTokenizer", "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "DecoderConfig", "EncoderConfig",
-    "ImageInputAdapter", "ImageInputAdapterConfig", "PerceiverDecoder", "PerceiverEncoder", "PerceiverIO",
-    "PerceiverIOConfig", "PositionEncodingConfig", "TextInputAdapter", "TextInputAdapterConfig",
-    "from_pretrained", "models", "save_pretrained",
+    "AverageDecoderConfig", "ByteTokenizer", "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig",
+    "DecoderConfig", "EncoderConfig", "ImageInputAdapter", "ImageInputAdapterConfig", "PerceiverDecoder",
+    "PerceiverEncoder", "PerceiverIO", "PerceiverIOConfig", "PositionEncodingConfig", "TextInputAdapter",
+    "TextInputAdapterConfig", "create_model", "from_pretrained", "list_models", "save_pretrained",
 ]

@@ -15,34 +15,30 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .core.config import Config
+from .core.registry import Component, component, component_types
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
-
-_MODEL_TYPES: dict[str, type[nn.Module]] = {}
-T = TypeVar("T", bound=type[nn.Module])
+FORMAT_VERSION = 2  # 2: model_type is the registered type name (1: the class name, still read)
 
 
-class _Configured(Protocol):
-    config: Config
-
-
-def register_model(cls: T) -> T:
-    """Class decorator: models that ``from_pretrained`` can rebuild by ``model_type`` (the class name).
-
-    The class must take its config as the only constructor argument, or define ``from_config``.
-    """
-    _MODEL_TYPES[cls.__name__] = cls
-    return cls
+def model_component(model_type: str) -> Component:
+    """The registry entry of a saved ``model_type`` (a registered name, or a class name of format 1)."""
+    try:
+        return component(model_type)
+    except ValueError:
+        for name in component_types():
+            entry = component(name)
+            if entry.module_class.__name__ == model_type:
+                return entry
+        raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -77,9 +73,9 @@ def _split_aliases(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``directory`` (created if needed)."""
-    model_type = type(model).__name__
-    if _MODEL_TYPES.get(model_type) is not type(model):
-        raise TypeError(f"model: {model_type} is not a registered model type; known: {sorted(_MODEL_TYPES)}")
+    model_type = getattr(type(model), "component_type", None)
+    if model_type is None or component(model_type).module_class is not type(model):
+        raise TypeError(f"model: {type(model).__name__} is not a registered model type; known: {component_types()}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     unique, aliases = _split_aliases(model.state_dict())
@@ -161,16 +157,15 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
     """Rebuild a model saved with :func:`save_pretrained` (any registered model type), in eval mode."""
     directory = Path(directory)
     data = read_config(directory)
-    model_type = data["model_type"]
-    if model_type not in _MODEL_TYPES:
-        raise ValueError(f"{directory / CONFIG_NAME}: unknown model_type {model_type!r}; known: {sorted(_MODEL_TYPES)}")
-    cls = _MODEL_TYPES[model_type]
     try:
-        config = cls.config_class.from_dict(data["config"])  # type: ignore[attr-defined]
+        entry = model_component(data["model_type"])
+    except ValueError as e:
+        raise ValueError(f"{directory / CONFIG_NAME}: model_type: {e}") from None
+    try:
+        config = entry.config_class.from_dict(data["config"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"{directory / CONFIG_NAME}: invalid config: {e}") from None
-    build = getattr(cls, "from_config", cls)
-    model = build(config)
+    model = getattr(entry.module_class, "from_config", entry.module_class)(config)
     load_weights(model, directory / WEIGHTS_NAME)
     return model.to(map_location).eval()
 

@@ -1,20 +1,35 @@
-"""Input and output adapters, one pair per modality."""
+"""Input and output adapters, one pair per modality; ``multimodal`` composes them."""
 
-from .base import InputAdapter, OutputAdapter, adapter, build_adapter
+from .audio import AudioInputAdapter, AudioInputAdapterConfig, AudioOutputAdapter, AudioOutputAdapterConfig
+from .base import (
+    DecodeContext,
+    InputAdapter,
+    InputAdapterConfig,
+    OutputAdapter,
+    OutputAdapterConfig,
+    QueryingOutputAdapter,
+)
 from .classification import ClassificationOutputAdapter, ClassificationOutputAdapterConfig
 from .flow import FlowInputAdapter, FlowInputAdapterConfig, FlowOutputAdapter, FlowOutputAdapterConfig
 from .image import ImageInputAdapter, ImageInputAdapterConfig
-from .text import (
-    TextInputAdapter,
-    TextInputAdapterConfig,
-    TiedEmbeddingOutputAdapter,
-    TiedEmbeddingOutputAdapterConfig,
+from .label import LabelInputAdapter, LabelInputAdapterConfig
+from .multimodal import (
+    MultimodalInputAdapter,
+    MultimodalInputAdapterConfig,
+    MultimodalOutputAdapter,
+    MultimodalOutputAdapterConfig,
 )
+from .text import TextInputAdapter, TextInputAdapterConfig, TiedEmbeddingOutputAdapter, TiedEmbeddingOutputAdapterConfig
+from .video import VideoInputAdapter, VideoInputAdapterConfig, VideoOutputAdapter, VideoOutputAdapterConfig
 
 __all__ = [
+    "AudioInputAdapter", "AudioInputAdapterConfig", "AudioOutputAdapter", "AudioOutputAdapterConfig",
+    "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "DecodeContext",
     "FlowInputAdapter", "FlowInputAdapterConfig", "FlowOutputAdapter", "FlowOutputAdapterConfig",
-    "TiedEmbeddingOutputAdapter", "TiedEmbeddingOutputAdapterConfig",
-    "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "ImageInputAdapter",
-    "ImageInputAdapterConfig", "InputAdapter", "OutputAdapter", "TextInputAdapter", "TextInputAdapterConfig",
-    "adapter", "build_adapter",
+    "ImageInputAdapter", "ImageInputAdapterConfig", "InputAdapter", "InputAdapterConfig",
+    "LabelInputAdapter", "LabelInputAdapterConfig", "MultimodalInputAdapter", "MultimodalInputAdapterConfig",
+    "MultimodalOutputAdapter", "MultimodalOutputAdapterConfig", "OutputAdapter", "OutputAdapterConfig",
+    "QueryingOutputAdapter", "TextInputAdapter", "TextInputAdapterConfig", "TiedEmbeddingOutputAdapter",
+    "TiedEmbeddingOutputAdapterConfig", "VideoInputAdapter", "VideoInputAdapterConfig", "VideoOutputAdapter",
+    "VideoOutputAdapterConfig",
 ]

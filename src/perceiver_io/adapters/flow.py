@@ -7,11 +7,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..core.config import ComponentConfig
+from torch import nn
+
 from ..core.init import linear
-from ..core.position import FourierPositionEncoding
+from ..core.position import FourierPositionEncoding, check_indices, fourier_channels
+from ..core.registry import register
 from ..core.validation import check_positive, check_tensor
-from .base import InputAdapter, OutputAdapter, adapter
+from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
 
 
 def frame_patches(frames: torch.Tensor) -> torch.Tensor:
@@ -25,15 +27,16 @@ def frame_patches(frames: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class FlowInputAdapterConfig(ComponentConfig):
+class FlowInputAdapterConfig(InputAdapterConfig):
     """Frame pair ``[B, 2, C, H, W]`` (values in [-1, 1]) -> ``[B, H*W, num_patch_channels + C_pos]``.
 
     Both frames' 3x3 patches are stacked (``2 * 9C`` channels), projected by a Linear to
-    ``num_patch_channels`` and concatenated with 2D Fourier features (``max_resolution`` defaults
-    to the frame size, which the official model trains at: 368 x 496).
+    ``num_patch_channels`` and concatenated with 2D Fourier features of the frames' own grid (any
+    ``H, W``). ``image_shape`` is the training size (the tile size of tiled inference);
+    ``max_resolution`` sets the highest frequency (the official model: the training size, 368 x
+    496; None follows each input's grid, the official default).
     """
 
-    component_type = "flow_input"
     image_shape: tuple[int, int, int] = (3, 368, 496)
     num_patch_channels: int = 64
     num_bands: int = 64
@@ -43,55 +46,72 @@ class FlowInputAdapterConfig(ComponentConfig):
         self.image_shape = tuple(self.image_shape)  # type: ignore[assignment]
         if len(self.image_shape) != 3:
             raise ValueError(f"image_shape: expected (C, H, W), got {list(self.image_shape)}")
-        for n in (*self.image_shape, self.num_patch_channels, self.num_bands):
-            check_positive("image_shape/num_patch_channels/num_bands", n)
+        for name, n in (("image_shape", self.image_shape), ("num_patch_channels", (self.num_patch_channels,)),
+                        ("num_bands", (self.num_bands,))):
+            for v in n:
+                check_positive(name, v)
         if self.max_resolution is not None:
             self.max_resolution = tuple(self.max_resolution)  # type: ignore[assignment]
+            if len(self.max_resolution) != 2:
+                raise ValueError(f"max_resolution: expected (H, W), got {list(self.max_resolution)}")
+
+    @property
+    def num_input_channels(self) -> int:
+        return self.num_patch_channels + fourier_channels(2, self.num_bands)
 
 
-@adapter(FlowInputAdapterConfig)
+@register("flow_input", FlowInputAdapterConfig)
 class FlowInputAdapter(InputAdapter):
     def __init__(self, config: FlowInputAdapterConfig) -> None:
         super().__init__()
         self.config = config
         c, h, w = config.image_shape
         self.patches_linear = linear(2 * 9 * c, config.num_patch_channels)
-        self.position_encoding = FourierPositionEncoding((h, w), config.num_bands, config.max_resolution or (h, w))
-
-    @property
-    def num_input_channels(self) -> int:
-        return self.config.num_patch_channels + self.position_encoding.num_channels
+        self.position_encoding = FourierPositionEncoding((h, w), config.num_bands, config.max_resolution)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        check_tensor("frames", inputs, ("B", 2, *self.config.image_shape), floating=True)
-        b = inputs.shape[0]
+        check_tensor("frames", inputs, ("B", 2, self.config.image_shape[0], "H", "W"), floating=True)
+        b, h, w = inputs.shape[0], inputs.shape[-2], inputs.shape[-1]
         patches = frame_patches(inputs)  # [B, 2, 9C, H, W]
         tokens = patches.flatten(1, 2).flatten(2).transpose(1, 2)  # [B, HW, 2*9C], frame-major channels
         x = self.patches_linear(tokens)
-        return torch.cat([x, self.position_encoding(b).to(x.dtype)], dim=-1)
+        return torch.cat([x, self.position_encoding(b, index_dims=(h, w)).to(x.dtype)], dim=-1)
 
 
 @dataclass
-class FlowOutputAdapterConfig(ComponentConfig):
-    """Decoder output ``[B, H*W, 2]`` -> flow ``[B, 2, H, W]`` in pixels: ``/ rescale_factor * flow_scale_factor``."""
+class FlowOutputAdapterConfig(OutputAdapterConfig):
+    """Decoded pixel queries ``[B, H*W, 2]`` -> flow ``[B, 2, H, W]`` in pixels:
+    ``/ rescale_factor * flow_scale_factor``. The queries are the encoded inputs (one per pixel)."""
 
-    component_type = "flow_output"
-    output_shape: tuple[int, int] = (368, 496)
     rescale_factor: float = 100.0
     flow_scale_factor: float = 20.0
 
-    def __post_init__(self) -> None:
-        self.output_shape = tuple(self.output_shape)  # type: ignore[assignment]
+    def num_query_channels(self, input_adapter: InputAdapterConfig) -> int | None:
+        return input_adapter.num_input_channels
 
 
-@adapter(FlowOutputAdapterConfig)
+@register("flow_output", FlowOutputAdapterConfig)
 class FlowOutputAdapter(OutputAdapter):
+    """Decodes one query per pixel of the first frame (its encoded input) into its flow.
+
+    With ``subsampled_output_points`` (flat pixel indices ``[n]``) only those pixels are decoded
+    and the flow comes back as ``[B, n, 2]``.
+    """
+
     def __init__(self, config: FlowOutputAdapterConfig) -> None:
         super().__init__()
         self.config = config
 
-    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
-        h, w = self.config.output_shape
-        check_tensor("outputs", outputs, ("B", h * w, 2))
+    def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> torch.Tensor:
+        queries = context.encoded
+        points = context.subsampled_output_points
+        if points is not None:
+            queries = queries[:, check_indices("subsampled_output_points", points, queries.shape[1]).to(queries.device)]
+        return self(decoder(latents, queries, chunk_size=context.output_chunk_size), context)
+
+    def forward(self, outputs: torch.Tensor, context: DecodeContext) -> torch.Tensor:
         flow = outputs / self.config.rescale_factor * self.config.flow_scale_factor
+        if context.subsampled_output_points is not None:
+            return flow
+        h, w = context.inputs.shape[-2:]
         return flow.transpose(1, 2).reshape(outputs.shape[0], 2, h, w)

@@ -13,28 +13,30 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.config import ComponentConfig
 from ..core.init import trunc_normal_
 from ..core.position import PositionEncodingConfig, build_position_encoding
 from ..core.validation import check_choice, check_positive, check_tensor
-from .base import InputAdapter, adapter
+from ..core.registry import register
+from .base import InputAdapter, InputAdapterConfig
 from .conv import PADDINGS, ConvDownsample, conv_output_size
 
 PREP_TYPES = ("pixels", "conv1x1", "conv")
 
 
 @dataclass
-class ImageInputAdapterConfig(ComponentConfig):
+class ImageInputAdapterConfig(InputAdapterConfig):
     """Pixels ``[B, C, H, W]`` -> tokens ``[B, h*w, C_tok]`` (row-major) combined with position features.
 
-    ``position_encoding`` defaults to the paper's 2D Fourier features (64 bands) over the token
-    grid ``token_grid``; any :class:`PositionEncodingConfig` over that grid works.
+    ``image_shape`` is the size the model is built for: it fixes the channels and the grid of a
+    learned position table. Fourier positions are computed for each input's own token grid (any
+    ``H, W``), as the official code does. ``position_encoding`` defaults to the paper's 2D Fourier
+    features (64 bands); its ``index_dims`` default to the token grid of ``image_shape``.
     ``concat_or_add_pos``: ``"concat"`` appends the features after the token channels (official
     order); ``"add"`` adds them. ``conv_padding`` picks the official TensorFlow 'SAME' padding or
-    transformers' variant for ``prep_type="conv"``.
+    transformers' variant for ``prep_type="conv"``. ``interpolate_pos_encoding``: resize a learned
+    table (bicubic, as transformers' option of that name) to another input size instead of refusing it.
     """
 
-    component_type = "image_input"
     image_shape: tuple[int, int, int]  # (C, H, W)
     prep_type: str = "pixels"
     num_conv_channels: int = 64
@@ -42,6 +44,7 @@ class ImageInputAdapterConfig(ComponentConfig):
     concat_or_add_pos: str = "concat"
     conv_padding: str = "tf_same"
     use_batchnorm: bool = True
+    interpolate_pos_encoding: bool = False
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(self.image_shape)  # type: ignore[assignment]
@@ -52,35 +55,35 @@ class ImageInputAdapterConfig(ComponentConfig):
         check_choice("prep_type", self.prep_type, PREP_TYPES)
         check_choice("concat_or_add_pos", self.concat_or_add_pos, ("concat", "add"))
         check_choice("conv_padding", self.conv_padding, PADDINGS)
-        h, w = self.token_grid
         if self.position_encoding is None:
-            self.position_encoding = PositionEncodingConfig("fourier", (h, w), num_bands=64)
-        pe = self.position_encoding
-        wrong_grid = pe.index_dims != (h, w) if pe.kind == "fourier" else pe.num_positions != h * w
-        if pe.kind != "none" and wrong_grid:
-            raise ValueError(
-                f"position_encoding: expected index_dims covering the {h}x{w} token grid, got {list(pe.index_dims)}"
-            )
+            self.position_encoding = PositionEncodingConfig("fourier", num_bands=64)
+        pe = self.position_encoding.on_grid(self.token_grid(*self.image_shape[1:]), "position_encoding")
+        self.position_encoding = pe
         if self.concat_or_add_pos == "add" and pe.output_channels != self.token_channels:
             raise ValueError(
                 f"position_encoding: adding positions needs {self.token_channels} channels (the tokens'), "
                 f"got {pe.output_channels}"
             )
 
-    @property
-    def token_grid(self) -> tuple[int, int]:
-        """(h, w) of the token grid after preprocessing."""
-        _, h, w = self.image_shape
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the token grid of a ``height x width`` image after preprocessing."""
         if self.prep_type == "conv":
-            return conv_output_size(h, self.conv_padding), conv_output_size(w, self.conv_padding)
-        return h, w
+            return conv_output_size(height, self.conv_padding), conv_output_size(width, self.conv_padding)
+        return height, width
 
     @property
     def token_channels(self) -> int:
         return self.image_shape[0] if self.prep_type == "pixels" else self.num_conv_channels
 
+    @property
+    def num_input_channels(self) -> int:
+        pe = self.position_encoding
+        if pe is None or pe.kind == "none" or self.concat_or_add_pos == "add":
+            return self.token_channels
+        return self.token_channels + pe.output_channels
 
-@adapter(ImageInputAdapterConfig)
+
+@register("image_input", ImageInputAdapterConfig)
 class ImageInputAdapter(InputAdapter):
     """``[B, C, H, W]`` -> ``[B, h*w, C_tok + C_pos]`` (concat) or ``[B, h*w, C_tok]`` (add)."""
 
@@ -98,20 +101,30 @@ class ImageInputAdapter(InputAdapter):
         self.position_encoding = build_position_encoding(c.position_encoding)  # type: ignore[arg-type]
 
     @property
-    def num_input_channels(self) -> int:
-        if self.position_encoding is None or self.config.concat_or_add_pos == "add":
-            return self.config.token_channels
-        return self.config.token_channels + self.position_encoding.num_channels
+    def learned_positions(self) -> bool:
+        return self.config.position_encoding.kind == "trainable"  # type: ignore[union-attr]
 
-    def tokens(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Preprocessed tokens without positions, ``[B, h*w, C_tok]``."""
-        check_tensor("pixel_values", inputs, ("B", *self.config.image_shape), floating=True)
-        x = inputs if self.stem is None else self.stem(inputs)
-        return x.flatten(2).transpose(1, 2)
+    def check_size(self, inputs: torch.Tensor) -> tuple[int, int]:
+        """Validate ``pixel_values [B, C, H, W]`` before any computation; returns the token grid."""
+        c = self.config
+        check_tensor("pixel_values", inputs, ("B", c.image_shape[0], "H", "W"), floating=True)
+        grid = c.token_grid(*inputs.shape[-2:])
+        if min(grid) < 1:
+            raise ValueError(f"pixel_values: an image of {list(inputs.shape[-2:])} pixels is too small for prep_type={c.prep_type!r}")
+        if self.learned_positions and not c.interpolate_pos_encoding and grid != c.position_encoding.index_dims:  # type: ignore[union-attr]
+            raise ValueError(
+                f"pixel_values: expected images of {c.image_shape[1]}x{c.image_shape[2]} pixels (the learned position "
+                f"table covers that grid), got {inputs.shape[-2]}x{inputs.shape[-1]}; build the adapter with "
+                f"interpolate_pos_encoding=True to resize the table"
+            )
+        return grid
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = self.tokens(inputs)
+        grid = self.check_size(inputs)
+        x = inputs if self.stem is None else self.stem(inputs)
+        x = x.flatten(2).transpose(1, 2)
         if self.position_encoding is None:
             return x
-        pos = self.position_encoding(x.shape[0]).to(x.dtype)
+        options = {"interpolate": True} if self.learned_positions and self.config.interpolate_pos_encoding else {}
+        pos = self.position_encoding(x.shape[0], index_dims=grid, **options).to(x.dtype)
         return x + pos if self.config.concat_or_add_pos == "add" else torch.cat([x, pos], dim=-1)

@@ -1,4 +1,5 @@
-"""Text input adapter: byte or token embeddings plus learned positions (added), as in the MLM model."""
+"""Text adapters: byte or token embeddings plus learned positions in (added, as the MLM model), and
+logits through the tied input embedding out (the official ``EmbeddingDecoder``)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.config import ComponentConfig
+from ..core.config import with_sizes
 from ..core.init import trunc_normal_
 from ..core.position import TrainablePositionEncoding
+from ..core.registry import register
 from ..core.validation import check_positive, check_tensor
-from .base import InputAdapter, OutputAdapter, adapter
+from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
 
 
 @dataclass
-class TextInputAdapterConfig(ComponentConfig):
+class TextInputAdapterConfig(InputAdapterConfig):
     """Token ids ``[B, L]`` (``L <= max_seq_len``) -> embeddings + learned positions ``[B, L, num_channels]``."""
 
-    component_type = "text_input"
     vocab_size: int = 262
     max_seq_len: int = 2048
     num_channels: int = 768
@@ -28,8 +29,12 @@ class TextInputAdapterConfig(ComponentConfig):
         for name in ("vocab_size", "max_seq_len", "num_channels"):
             check_positive(name, getattr(self, name))
 
+    @property
+    def num_input_channels(self) -> int:
+        return self.num_channels
 
-@adapter(TextInputAdapterConfig)
+
+@register("text_input", TextInputAdapterConfig)
 class TextInputAdapter(InputAdapter):
     def __init__(self, config: TextInputAdapterConfig) -> None:
         super().__init__()
@@ -37,10 +42,6 @@ class TextInputAdapter(InputAdapter):
         self.embedding = nn.Embedding(config.vocab_size, config.num_channels)
         trunc_normal_(self.embedding.weight, std=1.0)
         self.position_encoding = TrainablePositionEncoding(config.max_seq_len, config.num_channels, config.init_scale)
-
-    @property
-    def num_input_channels(self) -> int:
-        return self.config.num_channels
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         check_tensor("input_ids", inputs, ("B", "L"), integer=True)
@@ -57,28 +58,52 @@ class TextInputAdapter(InputAdapter):
 
 
 @dataclass
-class TiedEmbeddingOutputAdapterConfig(ComponentConfig):
-    """Logits from the input embedding matrix (tied): ``outputs @ E^T + bias``."""
+class TiedEmbeddingOutputAdapterConfig(OutputAdapterConfig):
+    """Logits from the input embedding matrix (tied): ``outputs @ E^T + bias``; ``vocab_size``
+    defaults to the text input adapter's."""
 
-    component_type = "tied_embedding_output"
-    vocab_size: int = 262
+    vocab_size: int | None = None
 
     def __post_init__(self) -> None:
-        check_positive("vocab_size", self.vocab_size)
+        if self.vocab_size is not None:
+            check_positive("vocab_size", self.vocab_size)
+
+    def derived(self, input_adapter: InputAdapterConfig, num_decoder_channels: int | None) -> TiedEmbeddingOutputAdapterConfig:
+        if not isinstance(input_adapter, TextInputAdapterConfig):
+            raise ValueError(
+                f"output_adapter: a tied embedding output needs a text input adapter (its embedding), "
+                f"got {type(input_adapter).__name__}"
+            )
+        if num_decoder_channels is not None and num_decoder_channels != input_adapter.num_channels:
+            raise ValueError(
+                f"decoder: the tied embedding needs outputs of {input_adapter.num_channels} channels (the "
+                f"embedding's), the decoder gives {num_decoder_channels}"
+            )
+        return with_sizes(self, "output_adapter", vocab_size=input_adapter.vocab_size)
 
 
-@adapter(TiedEmbeddingOutputAdapterConfig)
+@register("tied_embedding_output", TiedEmbeddingOutputAdapterConfig)
 class TiedEmbeddingOutputAdapter(OutputAdapter):
-    """``[B, L, C]`` decoder outputs and the ``[V, C]`` input embedding -> logits ``[B, L, V]`` (official ``EmbeddingDecoder``).
+    """Decoder outputs ``[B, L, C]`` -> logits ``[B, L, V]`` through the input embedding ``[V, C]``.
 
-    The embedding is passed at call time rather than registered here, so the tied matrix has one
-    owner (the input adapter) and one name in the state dict.
+    The decoder's queries are its learned positions ``0 .. L-1`` (``L`` = the input length), and
+    the queries of padded positions are masked as the official model does (transformers' port
+    ignores that query mask, so the two agree at real positions only). The embedding is read from
+    the context's input adapter, so the tied matrix has one owner and one name in the state dict.
     """
 
     def __init__(self, config: TiedEmbeddingOutputAdapterConfig) -> None:
         super().__init__()
+        if config.vocab_size is None:
+            raise ValueError("vocab_size: required to build the adapter on its own (a model derives it)")
         self.config = config
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
-    def forward(self, outputs: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return outputs @ embedding.t() + self.bias
+    def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> torch.Tensor:
+        positions = torch.arange(context.encoded.shape[1], device=latents.device)
+        outputs = decoder(latents, query_mask=context.input_mask, subsampled_output_points=positions,
+                          chunk_size=context.output_chunk_size)
+        return self(outputs, context)
+
+    def forward(self, outputs: torch.Tensor, context: DecodeContext) -> torch.Tensor:
+        return outputs @ context.input_adapter.embedding.weight.t() + self.bias

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.perceiver import PerceiverIO, PerceiverIOConfig
-from ..models import ImageClassifier, MaskedLanguageModel, MultimodalAutoencoder, OpticalFlow
-from ..models.presets import PRESETS
+from ..adapters.audio import AudioOutputAdapter
+from ..adapters.classification import ClassificationOutputAdapter
+from ..adapters.video import VideoOutputAdapter
+from ..models import ImageClassifier, MaskedLanguageModel, MultimodalAutoencoder, OpticalFlow, create_model
+from ..perceiver import PerceiverIO, PerceiverIOConfig
 from ..serialization import state_mismatch
 
 try:  # numpy >= 2
@@ -170,6 +172,13 @@ def _image_preprocessor(model: ImageClassifier, read: _Reader) -> dict[str, torc
     return out
 
 
+_POSTPROCESSORS = {
+    AudioOutputAdapter: "audio_postprocessor",
+    VideoOutputAdapter: "projection_postprocessor",
+    ClassificationOutputAdapter: "classification_postprocessor",
+}
+
+
 def _state_from_haiku(model: PerceiverIO, read: _Reader) -> dict[str, torch.Tensor]:
     n_self = model.encoder.config.num_self_attends_per_block
     final_project = getattr(model.decoder, "output", None) is not None
@@ -193,17 +202,21 @@ def _state_from_haiku(model: PerceiverIO, read: _Reader) -> dict[str, torch.Tens
     if isinstance(model, MultimodalAutoencoder):
         out = read.encoder("encoder", n_self)
         out.update(read.decoder("multimodal_decoder/~/basic_decoder", trainable_query=False, final_project=True))
-        for m in ("audio", "image", "label"):
+        for m in model.input_adapter.modalities:
             out[f"input_adapter.padding.{m}"] = read(f"multimodal_preprocessor/{m}_padding", "pos_embs")
-            out[f"output_adapter.padding.{m}"] = read(f"multimodal_decoder/~decoder_query/{m}_padding", "pos_embs")
         for m in model.input_adapter.mask_token:
             out[f"input_adapter.mask_token.{m}"] = read(f"multimodal_preprocessor/{m}_mask_token", "pos_embs")
-        out["output_adapter.label_query.embeddings"] = read(
-            "classification_decoder/~/basic_decoder/~/trainable_position_encoding", "pos_embs"
-        )
-        for m, hk in (("audio", "audio_postprocessor"), ("image", "projection_postprocessor"),
-                      ("label", "classification_postprocessor")):
-            out.update(read.linear(f"{hk}/linear", f"output_adapter.postprocessors.{m}"))
+        for m, part in model.output_adapter.modalities.items():
+            out[f"output_adapter.padding.{m}"] = read(f"multimodal_decoder/~decoder_query/{m}_padding", "pos_embs")
+            # the official postprocessors are named by kind, not by modality
+            kind = _POSTPROCESSORS.get(type(part))
+            if kind is None:
+                raise TypeError(f"model: the official checkpoint has no {type(part).__name__} part")
+            out.update(read.linear(f"{kind}/linear", f"output_adapter.modalities.{m}.projection"))
+            if isinstance(part, ClassificationOutputAdapter):
+                out[f"output_adapter.modalities.{m}.query.embeddings"] = read(
+                    "classification_decoder/~/basic_decoder/~/trainable_position_encoding", "pos_embs"
+                )
         return out
     raise TypeError(f"model: no official checkpoint layout for {type(model).__name__}")
 
@@ -215,8 +228,8 @@ def from_haiku(
 
     Args:
         path: the official ``.pickle`` / ``.pystate`` file.
-        preset: a preset name (``perceiver_io.models.presets.PRESETS``), a config (with
-            ``model_class``), or a model instance to fill.
+        preset: a preset name (``perceiver_io.list_models()``), a config (with ``model_class``),
+            or a model instance to fill.
         model_class: the task model class when ``preset`` is a config.
 
     Every parameter of the model must be found in the file with the right shape, and every
@@ -226,9 +239,7 @@ def from_haiku(
     path = Path(path)
     params, state = load_haiku_checkpoint(path)
     if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"preset: unknown preset {preset!r}; known: {sorted(PRESETS)}")
-        model = PRESETS[preset]()
+        model = create_model(preset)
     elif isinstance(preset, PerceiverIOConfig):
         if model_class is None:
             raise ValueError("model_class: required when preset is a config")

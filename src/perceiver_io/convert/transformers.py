@@ -23,10 +23,11 @@ Differences in the interfaces (the weights and the computation are the same):
   ``[B, H, W, 2]`` divided by ``rescale_factor``; ours takes the frames ``[B, 2, 3, H, W]``, patches
   them itself (:func:`perceiver_io.adapters.flow.frame_patches`) and returns ``[B, 2, H, W]`` in
   pixels (times ``flow_scale_factor=20``).
-* Image and video sizes are fixed in our configs: ``config.image_size`` (an int or ``[H, W]``)
-  gives the image classifiers' input size, ``config.train_size`` the flow model's and
-  ``config.output_shape[1:]`` the autoencoder's video ``(T, H, W)``; the autoencoder's audio has
-  ``num_frames * audio_samples_per_frame`` samples.
+* Input sizes: like transformers, the Fourier and conv image classifiers take any image size
+  (positions follow the input's grid, with the fixed ``max_resolution``); the learned-position one
+  takes ``config.image_size``, or any size when built with ``interpolate_pos_encoding=True``
+  (transformers' forward option of that name). Our flow model and autoencoder also take any
+  size, where transformers' reshape their outputs to ``config.train_size`` / ``output_shape``.
 * ``MaskedLanguageModel`` with an ``attention_mask`` also masks the queries of padded positions
   (their attention output is zeroed, as in the official code); transformers ignores that
   query mask, so the two agree at the real positions only.
@@ -48,20 +49,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters.audio import AudioInputAdapterConfig, AudioOutputAdapterConfig
 from ..adapters.classification import ClassificationOutputAdapterConfig
 from ..adapters.conv import conv_output_size
 from ..adapters.flow import FlowInputAdapterConfig, FlowOutputAdapterConfig
 from ..adapters.image import ImageInputAdapterConfig
-from ..adapters.multimodal import (
-    MultimodalInputAdapterConfig,
-    MultimodalOutputAdapterConfig,
-    MultimodalShape,
-)
+from ..adapters.label import LabelInputAdapterConfig
+from ..adapters.multimodal import MultimodalInputAdapterConfig, MultimodalOutputAdapterConfig
 from ..adapters.text import TextInputAdapterConfig, TiedEmbeddingOutputAdapterConfig
+from ..adapters.video import VideoInputAdapterConfig, VideoOutputAdapterConfig
 from ..core.decoder import DecoderConfig
 from ..core.encoder import EncoderConfig
-from ..core.perceiver import PerceiverIO, PerceiverIOConfig
 from ..core.position import PositionEncodingConfig
+from ..perceiver import PerceiverIO, PerceiverIOConfig
 from ..models.flow import OpticalFlow
 from ..models.image import ImageClassifier
 from ..models.language import MaskedLanguageModel, TextClassifier
@@ -222,8 +222,13 @@ def _image_shape(config: Any, in_channels: int) -> tuple[int, int, int]:
     return (in_channels, int(size[0]), int(size[1]))
 
 
-def config_from_transformers(hf_model: Any) -> tuple[type[PerceiverIO], PerceiverIOConfig]:
-    """The task model class and config equivalent to a transformers Perceiver head (no weights)."""
+def config_from_transformers(
+    hf_model: Any, interpolate_pos_encoding: bool = False
+) -> tuple[type[PerceiverIO], PerceiverIOConfig]:
+    """The task model class and config equivalent to a transformers Perceiver head (no weights).
+
+    ``interpolate_pos_encoding``: a learned-position image model resizes its table to other image
+    sizes, as transformers' forward option of that name does."""
     head = _head_name(hf_model)
     c = hf_model.config
     perceiver = hf_model.perceiver
@@ -260,7 +265,8 @@ def config_from_transformers(hf_model: Any) -> tuple[type[PerceiverIO], Perceive
                 "trainable", (h, w), num_channels=pos.position_embeddings.shape[1], project_pos_dim=pre.project_pos_dim
             )
             adapter = ImageInputAdapterConfig(
-                image_shape, prep_type="conv1x1", num_conv_channels=pre.out_channels, position_encoding=position
+                image_shape, prep_type="conv1x1", num_conv_channels=pre.out_channels, position_encoding=position,
+                interpolate_pos_encoding=interpolate_pos_encoding,
             )
         elif head == "PerceiverForImageClassificationFourier":
             position = _fourier("input_preprocessor.position_embeddings", pre.position_embeddings, (h, w))
@@ -306,7 +312,7 @@ def config_from_transformers(hf_model: Any) -> tuple[type[PerceiverIO], Perceive
                 f"decoder.output_image_shape: {dec.output_image_shape} differs from train_size {c.train_size}"
             )
         decoder = _decoder(c, dec.decoder, None, num_query_channels=pre.num_channels)
-        output = FlowOutputAdapterConfig((h, w), rescale_factor=float(dec.rescale_factor), flow_scale_factor=20.0)
+        output = FlowOutputAdapterConfig(rescale_factor=float(dec.rescale_factor), flow_scale_factor=20.0)
         config = PerceiverIOConfig(adapter, encoder(pre.num_channels), decoder, output)
 
     else:  # PerceiverForMultimodalAutoencoding
@@ -317,17 +323,17 @@ def config_from_transformers(hf_model: Any) -> tuple[type[PerceiverIO], Perceive
         if len(out_shape) != 4:
             raise ValueError(f"output_shape: expected [batch, frames, height, width], got {c.output_shape!r}")
         _, t, h, w = out_shape
-        shape = MultimodalShape(
-            (t, image.in_channels, h, w), c.num_frames * c.audio_samples_per_frame, c.num_labels,
-            image_patch_size=image.spatial_downsample, samples_per_patch=audio.samples_per_patch,
-        )
         where = "input_preprocessor.modalities.{}.position_embeddings"
         image_bands, image_res = _fourier_default(where.format("image"), image.position_embeddings)
         audio_bands, audio_res = _fourier_default(where.format("audio"), audio.position_embeddings)
+        num_classes = int(c.num_labels)
         inputs = MultimodalInputAdapterConfig(
-            shape, image_num_bands=image_bands, audio_num_bands=audio_bands, image_max_resolution=image_res,
-            audio_max_resolution=audio_res, min_padding_size=pre.min_padding_size,
-            mask_probs={m: float(p) for m, p in pre.mask_probs.items()},
+            {
+                "audio": AudioInputAdapterConfig(audio.samples_per_patch, audio_bands, audio_res),  # type: ignore[arg-type]
+                "image": VideoInputAdapterConfig(image.in_channels, image.spatial_downsample, image_bands, image_res),  # type: ignore[arg-type]
+                "label": LabelInputAdapterConfig(num_classes),
+            },
+            mask_probs={m: float(p) for m, p in pre.mask_probs.items()}, min_padding_size=pre.min_padding_size,
         )
         queries = dec.modalities
         image_q = queries["image"].decoder.output_position_encodings
@@ -337,13 +343,19 @@ def config_from_transformers(hf_model: Any) -> tuple[type[PerceiverIO], Perceive
         out_audio_bands, out_audio_res = _fourier_default("decoder.modalities.audio", audio_q)
         if tuple(queries["image"].decoder.output_index_dims) != (t, h, w):
             raise ValueError("decoder.modalities.image: output_index_dims differ from output_shape[1:]")
-        if tuple(queries["audio"].output_index_dims) != (shape.num_audio_patches,):
+        num_samples = c.num_frames * c.audio_samples_per_frame
+        if tuple(queries["audio"].output_index_dims) != (num_samples // audio.samples_per_patch,):
             raise ValueError("decoder.modalities.audio: output_index_dims differ from the number of audio patches")
         post = perceiver.output_postprocessor.modalities
         outputs = MultimodalOutputAdapterConfig(
-            shape, image_num_bands=out_image_bands, audio_num_bands=out_audio_bands, image_max_resolution=out_image_res,
-            audio_max_resolution=out_audio_res, label_query_channels=label_q.position_embeddings.shape[1],
-            min_padding_size=dec.min_padding_size, num_decoder_channels=post["label"].classifier.in_features,
+            {
+                "audio": AudioOutputAdapterConfig(audio.samples_per_patch, out_audio_bands, out_audio_res),  # type: ignore[arg-type]
+                "image": VideoOutputAdapterConfig(post["image"].classifier.out_features, out_image_bands, out_image_res),  # type: ignore[arg-type]
+                "label": ClassificationOutputAdapterConfig(
+                    num_classes, query=PositionEncodingConfig(
+                        "trainable", (1,), num_channels=label_q.position_embeddings.shape[1])),
+            },
+            min_padding_size=dec.min_padding_size,
         )
         decoder = _decoder(c, dec.decoder, None, num_query_channels=dec.num_query_channels)
         config = PerceiverIOConfig(inputs, encoder(pre.num_channels), decoder, outputs)
@@ -386,17 +398,19 @@ def _pair_states(head: str, hf_state: dict[str, torch.Tensor], our_state: dict[s
     return mapping
 
 
-def from_transformers(hf_model: Any) -> PerceiverIO:
+def from_transformers(hf_model: Any, interpolate_pos_encoding: bool = False) -> PerceiverIO:
     """The task model equivalent to a transformers Perceiver head, with the same weights.
 
     ``hf_model``: a ``PerceiverForMaskedLM``, ``PerceiverForSequenceClassification``,
     ``PerceiverForImageClassification{Learned,Fourier,ConvProcessing}``, ``PerceiverForOpticalFlow``
     or ``PerceiverForMultimodalAutoencoding``. The result is on the model's device and dtype and
-    in its train/eval mode. Raises ``TypeError`` for anything else and ``ValueError`` for a
+    in its train/eval mode. Image and flow models take any input size, as transformers' forward
+    does (``interpolate_pos_encoding=True`` for the learned-position image model, as transformers'
+    forward option). Raises ``TypeError`` for anything else and ``ValueError`` for a
     configuration this library cannot express (e.g. an unsupported ``hidden_act``).
     """
     head = _head_name(hf_model)
-    model_class, config = config_from_transformers(hf_model)
+    model_class, config = config_from_transformers(hf_model, interpolate_pos_encoding)
     model = model_class.from_config(config)
     dtype, device = _hf_dtype_device(hf_model)
     model.to(dtype=dtype)
@@ -492,58 +506,66 @@ def transformers_config(model: PerceiverIO) -> tuple[str, Any]:
         _, h, w = adapter.image_shape
         kwargs["train_size"] = [h, w]
     else:
-        shape = adapter.shape
-        t, _, h, w = shape.video_shape
-        num_frames, image_size, other = adapter.image_max_resolution or shape.patch_grid
-        if image_size != other:
-            raise ValueError(
-                f"input_adapter.image_max_resolution: transformers uses (num_frames, image_size, image_size), "
-                f"got {(num_frames, image_size, other)}"
-            )
-        if shape.num_audio_samples % num_frames:
-            raise ValueError(
-                f"input_adapter.shape.num_audio_samples: transformers uses num_frames * audio_samples_per_frame "
-                f"samples; {shape.num_audio_samples} does not divide by num_frames={num_frames}"
-            )
-        kwargs.update(
-            num_frames=num_frames, image_size=image_size, audio_samples_per_frame=shape.num_audio_samples // num_frames,
-            samples_per_patch=shape.samples_per_patch, output_shape=[1, t, h, w],
-            output_num_channels=cfg.output_adapter.num_decoder_channels,
-            _label_trainable_num_channels=cfg.output_adapter.label_query_channels, num_labels=shape.num_classes,
-        )
+        kwargs.update(_multimodal_transformers_kwargs(cfg))
     return head, _transformers().PerceiverConfig(**kwargs)
+
+
+def _multimodal_transformers_kwargs(cfg: PerceiverIOConfig) -> dict[str, Any]:
+    """``PerceiverConfig`` arguments of the Kinetics autoencoder layout (audio, image, label)."""
+    inputs, outputs = cfg.input_adapter.modalities, cfg.output_adapter.modalities  # type: ignore[union-attr]
+    expected = {"audio": (AudioInputAdapterConfig, AudioOutputAdapterConfig),
+                "image": (VideoInputAdapterConfig, VideoOutputAdapterConfig),
+                "label": (LabelInputAdapterConfig, ClassificationOutputAdapterConfig)}
+    for m, (inp, out) in expected.items():
+        if not isinstance(inputs.get(m), inp) or not isinstance(outputs.get(m), out):
+            raise ValueError(
+                "input_adapter.modalities: transformers' PerceiverForMultimodalAutoencoding has exactly the modalities "
+                f"audio (audio), image (video) and label; got {sorted(inputs)} -> {sorted(outputs)}"
+            )
+    audio, video = inputs["audio"], inputs["image"]
+    if video.max_resolution is None or audio.max_resolution is None:
+        raise ValueError("input_adapter.modalities: transformers needs explicit max_resolution for video and audio")
+    num_frames, image_size, other = video.max_resolution
+    if image_size != other:
+        raise ValueError(
+            f"input_adapter.modalities['image'].max_resolution: transformers uses (num_frames, image_size, "
+            f"image_size), got {video.max_resolution}"
+        )
+    (num_samples,) = audio.max_resolution
+    if num_samples % num_frames:
+        raise ValueError(
+            f"input_adapter.modalities['audio'].max_resolution: transformers uses num_frames * "
+            f"audio_samples_per_frame samples; {num_samples} does not divide by num_frames={num_frames}"
+        )
+    # Our autoencoder decodes the input's own grid; transformers' fixes one (output_shape): the one
+    # whose patch grid is the Fourier features' max_resolution, the paper's 16 x 224 x 224.
+    p = video.patch_size
+    return dict(
+        num_frames=num_frames, image_size=image_size, audio_samples_per_frame=num_samples // num_frames,
+        samples_per_patch=audio.samples_per_patch, output_shape=[1, num_frames, image_size * p, image_size * p],
+        output_num_channels=cfg.decoder.num_output_channels,
+        _label_trainable_num_channels=outputs["label"].query.num_channels, num_labels=inputs["label"].num_classes,
+    )
 
 
 def _normalized(config: PerceiverIOConfig) -> dict[str, Any]:
     """A config as a dict with defaults made explicit and init-only fields dropped, for comparison."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            # init-only fields, and transformers' forward option (not part of its config)
+            dropped = ("init_scale", "latent_init_scale", "interpolate_pos_encoding")
+            return {k: clean(v) for k, v in value.items() if k not in dropped}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
     c = config
-    enc = dataclasses.replace(c.encoder, latent_init_scale=0.02)
-    inp, out, dec = c.input_adapter, c.output_adapter, c.decoder
-    if isinstance(inp, TextInputAdapterConfig):
-        inp = dataclasses.replace(inp, init_scale=0.02)
-    if isinstance(inp, ImageInputAdapterConfig) and inp.position_encoding is not None:
-        pe = dataclasses.replace(inp.position_encoding, init_scale=0.02)
-        if pe.kind == "fourier" and pe.max_resolution is None:
-            pe = dataclasses.replace(pe, max_resolution=pe.index_dims)
-        inp = dataclasses.replace(inp, position_encoding=pe)
-    if isinstance(inp, FlowInputAdapterConfig) and inp.max_resolution is None:
-        inp = dataclasses.replace(inp, max_resolution=inp.image_shape[1:])
-    for name in ("inp", "out"):
-        a = inp if name == "inp" else out
-        if isinstance(a, (MultimodalInputAdapterConfig, MultimodalOutputAdapterConfig)):
-            a = dataclasses.replace(
-                a, image_max_resolution=a.image_max_resolution or a.shape.patch_grid,
-                audio_max_resolution=a.audio_max_resolution or (a.shape.num_audio_samples,),
-            )
-            if name == "inp":
-                inp = a
-            else:
-                out = a
+    dec = c.decoder
     if isinstance(dec, DecoderConfig):
-        query = dec.query if dec.query is None else dataclasses.replace(dec.query, init_scale=0.02)
         qk = dec.qk_channels or dec.num_latent_channels
-        dec = dataclasses.replace(dec, query=query, qk_channels=qk, v_channels=dec.v_channels or qk)
-    return PerceiverIOConfig(inp, enc, dec, out).to_dict()
+        dec = dataclasses.replace(dec, qk_channels=qk, v_channels=dec.v_channels or qk)
+    return clean(PerceiverIOConfig(c.input_adapter, c.encoder, dec, c.output_adapter).to_dict())
 
 
 def _differences(ours: Any, theirs: Any, path: str = "") -> list[str]:

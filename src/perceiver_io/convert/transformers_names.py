@@ -90,9 +90,9 @@ HEAD_RULES: dict[str, list[tuple[str, str]]] = {
         (_PRE + r"mask\.(audio|image|label)", r"input_adapter.mask_token.\1"),
         (r"perceiver\.decoder\.padding\.(audio|image|label)", r"output_adapter.padding.\1"),
         (r"perceiver\.decoder\.modalities\.label\.decoder\.output_position_encodings\.position_embeddings",
-         "output_adapter.label_query.embeddings"),
+         "output_adapter.modalities.label.query.embeddings"),
         (r"perceiver\.output_postprocessor\.modalities\.(audio|image|label)\.classifier\.(weight|bias)",
-         r"output_adapter.postprocessors.\1.\2"),
+         r"output_adapter.modalities.\1.projection.\2"),
     ],
 }
 

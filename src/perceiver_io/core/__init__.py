@@ -1,8 +1,9 @@
-"""The modality-independent Perceiver IO: attention layers, encoder, decoder, position encodings."""
+"""The modality-independent Perceiver IO: attention layers, encoder, decoder, position encodings,
+configs and the component registry. Imports nothing from the layers above it."""
 
 from .attention import CrossAttentionLayer, MLP, MultiHeadAttention, SelfAttentionLayer
-from .config import ComponentConfig, Config
-from .decoder import DecoderConfig, PerceiverDecoder
+from .config import ComponentConfig, Config, with_sizes
+from .decoder import AverageDecoder, AverageDecoderConfig, DecoderConfig, PerceiverDecoder
 from .encoder import EncoderConfig, PerceiverEncoder
 from .position import (
     FourierPositionEncoding,
@@ -14,10 +15,12 @@ from .position import (
     grid_positions,
     subsampled_positions,
 )
+from .registry import build, component, component_types, register
 
 __all__ = [
-    "ComponentConfig", "Config", "CrossAttentionLayer", "DecoderConfig", "EncoderConfig",
-    "FourierPositionEncoding", "MLP", "MultiHeadAttention", "PerceiverDecoder", "PerceiverEncoder",
+    "AverageDecoder", "AverageDecoderConfig", "ComponentConfig", "Config", "CrossAttentionLayer", "DecoderConfig",
+    "EncoderConfig", "FourierPositionEncoding", "MLP", "MultiHeadAttention", "PerceiverDecoder", "PerceiverEncoder",
     "PositionEncodingConfig", "ProjectedPositionEncoding", "SelfAttentionLayer", "TrainablePositionEncoding",
-    "build_position_encoding", "fourier_features", "grid_positions", "subsampled_positions",
+    "build", "build_position_encoding", "component", "component_types", "fourier_features", "grid_positions",
+    "register", "subsampled_positions", "with_sizes",
 ]

@@ -56,22 +56,56 @@ class Config:
 
 
 class ComponentConfig(Config):
-    """Config of a pluggable component (adapter); ``component_type`` names it in JSON."""
+    """Config of a registered component (adapter, decoder); ``component_type`` names it in JSON.
+
+    The name is set by :func:`~perceiver_io.core.registry.register` on the module class that the
+    config builds; :func:`~perceiver_io.core.registry.build` makes that module.
+    """
 
     component_type: ClassVar[str] = ""
-    _registry: ClassVar[dict[str, type[ComponentConfig]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        name = cls.__dict__.get("component_type")
-        if name:
-            ComponentConfig._registry[name] = cls
 
     @classmethod
     def resolve(cls, name: str) -> type[ComponentConfig]:
-        if name not in cls._registry:
-            raise ValueError(f"unknown component type {name!r}; known types are {sorted(cls._registry)}")
-        return cls._registry[name]
+        from .registry import component
+
+        target = component(name).config_class
+        if not (isinstance(target, type) and issubclass(target, ComponentConfig)):
+            raise ValueError(f"component type {name!r} is not configured by a ComponentConfig")
+        return target
+
+
+def with_sizes(config: C, where: str, **sizes: int | None) -> C:
+    """A copy of ``config`` in which each size field named in ``sizes`` that is ``None`` takes the
+    derived value; nested configs (and dicts of them) that have such a field are filled the same way.
+
+    A size given explicitly that differs from the derived one is a ``ValueError`` naming
+    ``where.field``, the value given and the derived value. A derived value of ``None`` (unknown)
+    leaves the field as it is.
+    """
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        derived = sizes.get(f.name)
+        if f.name in sizes and derived is not None:
+            if value is None:
+                changes[f.name] = derived
+            elif value != derived:
+                raise ValueError(
+                    f"{where}.{f.name}: {value} was given, but the adjacent parts produce {derived}; "
+                    f"leave it unset (None) to derive it"
+                )
+        elif isinstance(value, Config) and dataclasses.is_dataclass(value):
+            filled = with_sizes(value, f"{where}.{f.name}", **sizes)
+            if filled is not value:
+                changes[f.name] = filled
+        elif isinstance(value, dict) and any(isinstance(v, Config) for v in value.values()):
+            filled_dict = {
+                k: with_sizes(v, f"{where}.{f.name}[{k!r}]", **sizes) if isinstance(v, Config) else v
+                for k, v in value.items()
+            }
+            if any(filled_dict[k] is not value[k] for k in value):
+                changes[f.name] = filled_dict
+    return dataclasses.replace(config, **changes) if changes else config  # type: ignore[type-var]
 
 
 def _to_jsonable(value: Any) -> Any:

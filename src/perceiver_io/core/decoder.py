@@ -18,6 +18,7 @@ from .attention import ACTIVATIONS, CrossAttentionLayer
 from .config import ComponentConfig
 from .init import linear
 from .position import PositionEncodingConfig, build_position_encoding, check_indices
+from .registry import register
 from .validation import check_choice, check_mask, check_positive, check_tensor
 
 
@@ -25,13 +26,15 @@ from .validation import check_choice, check_mask, check_positive, check_tensor
 class DecoderConfig(ComponentConfig):
     """Official ``BasicDecoder`` arguments.
 
-    ``query``: how queries are made (``None`` = the caller passes them, with
-    ``num_query_channels`` channels). ``num_output_channels``: size of the final Linear
-    (``None`` = no final projection, output has the query's channels).
+    ``query``: how queries are made over the output grid ``query.index_dims`` (``None`` = the
+    caller or the output adapter passes them, with ``num_query_channels`` channels).
+    ``num_output_channels``: size of the final Linear (``None`` = no final projection, output has
+    the query's channels). ``num_latent_channels`` and ``num_query_channels`` left ``None`` are
+    derived from the encoder and the query (or the output adapter) when the decoder is part of a
+    model.
     """
 
-    component_type = "cross_attention_decoder"
-    num_latent_channels: int
+    num_latent_channels: int | None = None
     query: PositionEncodingConfig | None = None
     num_query_channels: int | None = None
     num_output_channels: int | None = None
@@ -45,30 +48,37 @@ class DecoderConfig(ComponentConfig):
     attention_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        check_positive("num_latent_channels", self.num_latent_channels)
+        if self.num_latent_channels is not None:
+            check_positive("num_latent_channels", self.num_latent_channels)
         check_positive("num_heads", self.num_heads)
         check_choice("activation", self.activation, ACTIVATIONS)
-        if self.query is None or self.query.kind == "none":
+        if self.query is not None and self.query.kind == "none":
+            self.query = None
+        if self.query is not None:
+            if self.query.index_dims is None:
+                raise ValueError("query: index_dims (the output grid) is required for decoder queries")
             if self.num_query_channels is None:
-                raise ValueError("num_query_channels: required when the caller provides the queries (query=None)")
-        elif self.num_query_channels is None:
-            self.num_query_channels = self.query.output_channels
-        elif self.num_query_channels != self.query.output_channels:
-            raise ValueError(
-                f"num_query_channels: the query encoding makes {self.query.output_channels} channels, "
-                f"got num_query_channels={self.num_query_channels}"
-            )
+                self.num_query_channels = self.query.output_channels
+            elif self.num_query_channels != self.query.output_channels:
+                raise ValueError(
+                    f"num_query_channels: the query encoding makes {self.query.output_channels} channels, "
+                    f"got num_query_channels={self.num_query_channels}"
+                )
 
     @property
-    def output_channels(self) -> int:
-        return self.num_output_channels or self.num_query_channels  # type: ignore[return-value]
+    def output_channels(self) -> int | None:
+        return self.num_output_channels or self.num_query_channels
 
 
+@register("cross_attention_decoder", DecoderConfig)
 class PerceiverDecoder(nn.Module):
     """Latents ``[B, N, D]`` -> outputs ``[B, O, C_out]``."""
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
+        for name in ("num_latent_channels", "num_query_channels"):
+            if getattr(config, name) is None:
+                raise ValueError(f"{name}: required to build a decoder on its own (a model derives it)")
         self.config = c = config
         self.query = build_position_encoding(c.query) if c.query is not None else None
         self.cross_attention = CrossAttentionLayer(
@@ -176,6 +186,9 @@ class PerceiverDecoder(nn.Module):
         """Decode ``total`` queries, ``chunk_size`` at a time: ``make_queries(start, end)`` gives the
         queries ``[B, end - start, C_q]`` of a chunk; ``project`` (per query, e.g. a task's output
         Linear) is applied to each chunk before it is stored. Returns ``[B, total, C]``."""
+        if chunk_size >= total:
+            out = self.decode_queries(make_queries(0, total), latents, query_mask)
+            return project(out) if project is not None else out
         # Written into one preallocated tensor: a list + cat would hold the outputs twice.
         out: torch.Tensor | None = None
         for start in range(0, total, chunk_size):
@@ -194,12 +207,12 @@ class PerceiverDecoder(nn.Module):
 class AverageDecoderConfig(ComponentConfig):
     """The original Perceiver's classification head: average the latents, then a Linear."""
 
-    component_type = "average_decoder"
-    num_latent_channels: int
     num_output_channels: int
+    num_latent_channels: int | None = None
 
     def __post_init__(self) -> None:
-        check_positive("num_latent_channels", self.num_latent_channels)
+        if self.num_latent_channels is not None:
+            check_positive("num_latent_channels", self.num_latent_channels)
         check_positive("num_output_channels", self.num_output_channels)
 
     @property
@@ -207,11 +220,14 @@ class AverageDecoderConfig(ComponentConfig):
         return self.num_output_channels
 
 
+@register("average_decoder", AverageDecoderConfig)
 class AverageDecoder(nn.Module):
     """Latents ``[B, N, D]`` -> ``Linear(mean_N(latents))`` as ``[B, 1, C_out]`` (one output, like a class query)."""
 
     def __init__(self, config: AverageDecoderConfig) -> None:
         super().__init__()
+        if config.num_latent_channels is None:
+            raise ValueError("num_latent_channels: required to build a decoder on its own (a model derives it)")
         self.config = config
         self.output = linear(config.num_latent_channels, config.num_output_channels)
 
@@ -220,10 +236,3 @@ class AverageDecoder(nn.Module):
         if queries is not None or any(v is not None for v in unused.values()):
             raise ValueError("queries: the average decoder takes no queries, masks, subsampling or chunking")
         return self.output(latents.mean(dim=1, keepdim=True))
-
-
-def build_decoder(config: DecoderConfig | AverageDecoderConfig) -> PerceiverDecoder | AverageDecoder:
-    """The decoder module a decoder config describes."""
-    if isinstance(config, AverageDecoderConfig):
-        return AverageDecoder(config)
-    return PerceiverDecoder(config)

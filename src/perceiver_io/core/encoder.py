@@ -22,10 +22,11 @@ class EncoderConfig(Config):
     switches to the original Perceiver's iterative form (a cross-attend before every block);
     ``share_cross_attend_weights`` then shares one cross-attention across blocks after the first
     (the original Perceiver's ImageNet setting) and ``share_first_cross_attend`` lets the first
-    share it too.
+    share it too. ``num_input_channels`` left ``None`` is derived from the input adapter when the
+    encoder is part of a model (it must be set to build an encoder on its own).
     """
 
-    num_input_channels: int
+    num_input_channels: int | None = None
     num_latents: int = 512
     num_latent_channels: int = 1024
     num_blocks: int = 8
@@ -47,8 +48,10 @@ class EncoderConfig(Config):
     share_first_cross_attend: bool = False
 
     def __post_init__(self) -> None:
+        if self.num_input_channels is not None:
+            check_positive("num_input_channels", self.num_input_channels)
         for name in (
-            "num_input_channels", "num_latents", "num_latent_channels", "num_blocks",
+            "num_latents", "num_latent_channels", "num_blocks",
             "num_cross_attend_heads", "num_self_attend_heads", "cross_attend_widening_factor",
             "self_attend_widening_factor",
         ):
@@ -67,6 +70,8 @@ class PerceiverEncoder(nn.Module):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
+        if config.num_input_channels is None:
+            raise ValueError("num_input_channels: required to build an encoder on its own (a model derives it)")
         self.config = c = config
         self.latents = nn.Parameter(torch.empty(c.num_latents, c.num_latent_channels))
         trunc_normal_(self.latents, std=c.latent_init_scale)

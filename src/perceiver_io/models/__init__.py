@@ -1,9 +1,13 @@
-"""Task models of the paper, and presets that build the released configurations."""
+"""Task models of the paper (one short file each), their presets, and the factory."""
 
+from .factory import create_model, get_preset, list_models, model_config, preset
 from .flow import OpticalFlow
 from .image import ImageClassifier
 from .language import MaskedLanguageModel, TextClassifier
 from .multimodal import MultimodalAutoencoder
-from . import presets
+from . import presets  # registers the presets
 
-__all__ = ["ImageClassifier", "MaskedLanguageModel", "MultimodalAutoencoder", "OpticalFlow", "TextClassifier", "presets"]
+__all__ = [
+    "ImageClassifier", "MaskedLanguageModel", "MultimodalAutoencoder", "OpticalFlow", "TextClassifier",
+    "create_model", "get_preset", "list_models", "model_config", "preset", "presets",
+]

@@ -8,10 +8,9 @@ import torch
 
 from ..adapters.flow import FlowInputAdapter, FlowOutputAdapter
 from ..core.decoder import PerceiverDecoder
-from ..core.perceiver import PerceiverIO
+from ..core.registry import register
 from ..core.validation import check_positive, check_tensor
-from ..serialization import register_model
-from .base import require
+from ..perceiver import PerceiverIO, PerceiverIOConfig
 
 
 def tile_origins(size: int, tile: int, min_overlap: int) -> list[int]:
@@ -34,25 +33,30 @@ def tent_weights(height: int, width: int, device: torch.device | None = None) ->
     return torch.minimum(wy[:, None], wx[None, :]).float()
 
 
-@register_model
+@register("optical_flow", PerceiverIOConfig)
 class OpticalFlow(PerceiverIO):
     """A frame pair ``[B, 2, C, H, W]`` (values in [-1, 1]) -> flow ``[B, 2, H, W]`` in pixels.
 
-    The decoder's queries are the preprocessed inputs themselves (patch features + positions).
-    :meth:`predict_tiled` handles frames larger than the training size.
+    The decoder's queries are the preprocessed inputs themselves (patch features + positions), so
+    any frame size runs (Fourier positions follow the frames). :meth:`predict_tiled` runs frames
+    larger than the training size the official way: training-size tiles, stitched.
     """
 
-    def __init__(self, input_adapter, encoder, decoder, output_adapter) -> None:  # type: ignore[no-untyped-def]
-        require(self, "input_adapter", input_adapter, FlowInputAdapter)
-        require(self, "decoder", decoder, PerceiverDecoder)
-        require(self, "output_adapter", output_adapter, FlowOutputAdapter)
-        super().__init__(input_adapter, encoder, decoder, output_adapter)
+    input_adapter_type = FlowInputAdapter
+    decoder_type = PerceiverDecoder
+    output_adapter_type = FlowOutputAdapter
+
+    @classmethod
+    def from_config(cls, config: PerceiverIOConfig) -> OpticalFlow:
+        model = super().from_config(config)
+        with torch.no_grad():  # the official flow head starts at zero
+            model.decoder.output.weight.zero_()
+            model.decoder.output.bias.zero_()
+        return model  # type: ignore[return-value]
 
     def forward(self, frames: torch.Tensor, output_chunk_size: int | None = None) -> torch.Tensor:  # type: ignore[override]
-        """``frames [B, 2, C, H, W]`` at the training size -> flow ``[B, 2, H, W]`` (x then y, pixels)."""
-        x = self.input_adapter(frames)
-        latents = self.encoder(x)
-        return self.output_adapter(self.decoder(latents, x, chunk_size=output_chunk_size))
+        """``frames [B, 2, C, H, W]`` -> flow ``[B, 2, H, W]`` (x then y, pixels)."""
+        return super().forward(frames, output_chunk_size=output_chunk_size)
 
     @torch.no_grad()
     def predict_tiled(self, frames: torch.Tensor, min_overlap: int = 20) -> torch.Tensor:

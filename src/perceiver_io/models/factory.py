@@ -1,0 +1,71 @@
+"""Named presets and the factory: ``create_model(name, **overrides)``, ``list_models()`` (timm's convention).
+
+A preset is a function that returns a :class:`~perceiver_io.perceiver.PerceiverIOConfig`; its
+keyword arguments are the overrides it accepts. It is registered with the task model class
+that it builds: ``@preset("imagenet_fourier", ImageClassifier)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..perceiver import PerceiverIO, PerceiverIOConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model_class: type[PerceiverIO]
+    make_config: Callable[..., PerceiverIOConfig]
+
+    @property
+    def description(self) -> str:
+        return (inspect.getdoc(self.make_config) or "").split("\n")[0]
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def preset(name: str, model_class: type[PerceiverIO]) -> Callable[[Callable[..., PerceiverIOConfig]], Callable[..., PerceiverIOConfig]]:
+    """Decorator: register a config function as the preset ``name`` building ``model_class``."""
+
+    def decorate(make_config: Callable[..., PerceiverIOConfig]) -> Callable[..., PerceiverIOConfig]:
+        if name in _PRESETS:
+            raise ValueError(f"preset {name!r} is already registered")
+        _PRESETS[name] = Preset(name, model_class, make_config)
+        return make_config
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """The preset names :func:`create_model` builds."""
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset ``name``; a ``ValueError`` lists the known ones."""
+    if not isinstance(name, str) or name not in _PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r}; known presets are {list_models()}")
+    return _PRESETS[name]
+
+
+def model_config(name: str, **overrides: Any) -> tuple[type[PerceiverIO], PerceiverIOConfig]:
+    """The task model class and config of preset ``name`` with ``overrides`` (no weights built)."""
+    entry = get_preset(name)
+    accepted = inspect.signature(entry.make_config).parameters
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name}: unknown override(s) {unknown}; this preset accepts {sorted(accepted)}")
+    return entry.model_class, entry.make_config(**overrides)
+
+
+def create_model(name: str, **overrides: Any) -> PerceiverIO:
+    """Build preset ``name`` (freshly initialised, official initialisers) with ``overrides``, e.g.
+    ``create_model("imagenet_fourier", num_classes=10)``. Load official weights with
+    :func:`perceiver_io.convert.from_haiku`."""
+    model_class, config = model_config(name, **overrides)
+    return model_class.from_config(config)
