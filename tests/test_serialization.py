@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_image_classifier_config
 
 from perceiver_io import (
     DecoderConfig,

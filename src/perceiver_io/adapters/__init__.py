@@ -3,6 +3,7 @@
 from .audio import AudioInputAdapter, AudioInputAdapterConfig, AudioOutputAdapter, AudioOutputAdapterConfig
 from .base import (
     DecodeContext,
+    FourierQueryOutputAdapter,
     InputAdapter,
     InputAdapterConfig,
     OutputAdapter,
@@ -24,7 +25,7 @@ from .video import VideoInputAdapter, VideoInputAdapterConfig, VideoOutputAdapte
 
 __all__ = [
     "AudioInputAdapter", "AudioInputAdapterConfig", "AudioOutputAdapter", "AudioOutputAdapterConfig",
-    "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "DecodeContext",
+    "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "DecodeContext", "FourierQueryOutputAdapter",
     "FlowInputAdapter", "FlowInputAdapterConfig", "FlowOutputAdapter", "FlowOutputAdapterConfig",
     "ImageInputAdapter", "ImageInputAdapterConfig", "InputAdapter", "InputAdapterConfig",
     "LabelInputAdapter", "LabelInputAdapterConfig", "MultimodalInputAdapter", "MultimodalInputAdapterConfig",

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.init import linear
 from ..core.position import FourierPositionEncoding, fourier_channels
 from ..core.registry import register
 from ..core.validation import check_positive, check_tensor
-from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapterConfig, QueryingOutputAdapter
+from .base import DecodeContext, FourierQueryOutputAdapter, InputAdapter, InputAdapterConfig, OutputAdapterConfig
 
 
 def _check_audio(audio: object, samples_per_patch: int) -> torch.Tensor:
@@ -86,27 +85,16 @@ class AudioOutputAdapterConfig(OutputAdapterConfig):
 
 
 @register("audio_output", AudioOutputAdapterConfig)
-class AudioOutputAdapter(QueryingOutputAdapter):
+class AudioOutputAdapter(FourierQueryOutputAdapter):
     """Decodes the input's audio patches: all of them as ``[B, S, 1]``, or the patch indices
     ``subsampled_output_points`` as ``[B, n * samples_per_patch]``."""
 
     def __init__(self, config: AudioOutputAdapterConfig) -> None:
-        super().__init__()
-        if config.num_decoder_channels is None:
-            raise ValueError("num_decoder_channels: required to build the adapter on its own (a model derives it)")
-        self.config = config
-        self.query = FourierPositionEncoding(None, config.num_bands, config.max_resolution, num_dims=1)
-        self.num_query_channels = self.query.num_channels
-        self.projection = linear(config.num_decoder_channels, config.samples_per_patch)
+        super().__init__(config, num_dims=1, num_channels_out=config.samples_per_patch)
 
-    def num_outputs(self, context: DecodeContext) -> int:
-        return _check_audio(context.inputs, self.config.samples_per_patch).shape[1] // self.config.samples_per_patch
-
-    def queries(self, context: DecodeContext, indices: torch.Tensor | None, subsampled: bool) -> torch.Tensor:
-        return self.query(context.batch_size, indices, subsampled, index_dims=(self.num_outputs(context),))
-
-    def project(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.projection(outputs)
+    def grid(self, context: DecodeContext) -> tuple[int]:
+        spp = self.config.samples_per_patch
+        return (_check_audio(context.inputs, spp).shape[1] // spp,)
 
     def forward(self, outputs: torch.Tensor, context: DecodeContext) -> torch.Tensor:
         samples = outputs.reshape(outputs.shape[0], -1)

@@ -13,6 +13,7 @@ dataclass and is registered under a unique type name (``@register("image_input",
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,7 +23,8 @@ from torch import nn
 
 from ..core.config import ComponentConfig, with_sizes
 from ..core.decoder import PerceiverDecoder
-from ..core.position import check_indices
+from ..core.init import linear
+from ..core.position import FourierPositionEncoding, check_indices
 
 
 class InputAdapterConfig(ComponentConfig):
@@ -165,3 +167,34 @@ class QueryingOutputAdapter(OutputAdapter):
             latents, indices.numel(), context.output_chunk_size or max(indices.numel(), 1), project=self.project,
         )
         return self(projected, context)
+
+
+class FourierQueryOutputAdapter(QueryingOutputAdapter):
+    """One query per point of a grid that the input sets (:meth:`grid`): Fourier features of the
+    point's position, decoded, then projected per query by a Linear from the decoder's
+    ``num_decoder_channels`` to ``num_channels_out`` (the official video and audio decoder parts).
+
+    The config needs ``num_bands``, ``max_resolution`` and ``num_decoder_channels``.
+    """
+
+    def __init__(self, config: Any, num_dims: int, num_channels_out: int) -> None:
+        super().__init__()
+        if config.num_decoder_channels is None:
+            raise ValueError("num_decoder_channels: required to build the adapter on its own (a model derives it)")
+        self.config = config
+        self.query = FourierPositionEncoding(None, config.num_bands, config.max_resolution, num_dims=num_dims)
+        self.num_query_channels = self.query.num_channels
+        self.projection = linear(config.num_decoder_channels, num_channels_out)
+
+    def grid(self, context: DecodeContext) -> tuple[int, ...]:
+        """The output grid of these inputs (``context.inputs`` is this modality's input)."""
+        raise NotImplementedError
+
+    def num_outputs(self, context: DecodeContext) -> int:
+        return math.prod(self.grid(context))
+
+    def queries(self, context: DecodeContext, indices: torch.Tensor | None, subsampled: bool) -> torch.Tensor:
+        return self.query(context.batch_size, indices, subsampled, index_dims=self.grid(context))
+
+    def project(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.projection(outputs)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from torch import nn
 
 from ..core.init import linear

@@ -6,13 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from ..core.init import linear
 from ..core.position import FourierPositionEncoding, fourier_channels
 from ..core.registry import register
 from ..core.validation import check_positive, check_tensor
-from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapterConfig, QueryingOutputAdapter
+from .base import DecodeContext, FourierQueryOutputAdapter, InputAdapter, InputAdapterConfig, OutputAdapterConfig
 
 
 def video_patches(video: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -91,36 +89,19 @@ class VideoOutputAdapterConfig(OutputAdapterConfig):
 
 
 @register("video_output", VideoOutputAdapterConfig)
-class VideoOutputAdapter(QueryingOutputAdapter):
+class VideoOutputAdapter(FourierQueryOutputAdapter):
     """Decodes pixels of the input video: all of them as ``[B, T, C, H, W]``, or the flat
     ``(t, y, x)`` indices ``subsampled_output_points`` as ``[B, n, C]``."""
 
     def __init__(self, config: VideoOutputAdapterConfig) -> None:
-        super().__init__()
-        if config.num_decoder_channels is None:
-            raise ValueError("num_decoder_channels: required to build the adapter on its own (a model derives it)")
-        self.config = config
-        self.query = FourierPositionEncoding(None, config.num_bands, config.max_resolution, num_dims=3)
-        self.num_query_channels = self.query.num_channels
-        self.projection = linear(config.num_decoder_channels, config.num_channels)
+        super().__init__(config, num_dims=3, num_channels_out=config.num_channels)
 
-    @staticmethod
-    def grid(context: DecodeContext) -> tuple[int, int, int]:
+    def grid(self, context: DecodeContext) -> tuple[int, int, int]:
         video = context.inputs
         if not isinstance(video, torch.Tensor) or video.dim() != 5:
             raise ValueError("video: the input video [B, T, C, H, W] sets the output grid; none was given")
         t, _, h, w = video.shape[1:]
         return t, h, w
-
-    def num_outputs(self, context: DecodeContext) -> int:
-        t, h, w = self.grid(context)
-        return t * h * w
-
-    def queries(self, context: DecodeContext, indices: torch.Tensor | None, subsampled: bool) -> torch.Tensor:
-        return self.query(context.batch_size, indices, subsampled, index_dims=self.grid(context))
-
-    def project(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.projection(outputs)
 
     def forward(self, outputs: torch.Tensor, context: DecodeContext) -> torch.Tensor:
         if context.subsampled_output_points is not None:

@@ -315,8 +315,9 @@ def build_position_encoding(config: PositionEncodingConfig) -> PositionEncoding 
     if config.kind == "none":
         return None
     if config.kind == "trainable":
-        enc = TrainablePositionEncoding(config.num_positions if config.index_dims is None else config.index_dims,
-                                        config.num_channels, config.init_scale)
+        if config.index_dims is None:
+            raise ValueError("index_dims: required for a learned position table (the grid it covers)")
+        enc = TrainablePositionEncoding(config.index_dims, config.num_channels, config.init_scale)
     else:
         enc = FourierPositionEncoding(
             config.index_dims, config.num_bands, config.max_resolution, config.concat_pos, config.sine_only
