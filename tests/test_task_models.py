@@ -72,6 +72,33 @@ def test_mlm_masks_padded_queries_like_the_official_model():
     assert torch.allclose(masked_rows, masked_rows[0].expand_as(masked_rows), atol=1e-5)  # no attention, no position
 
 
+def test_mlm_decodes_only_the_positions_asked_for():
+    model_class, config = FAMILIES["mlm"]()
+    model = model_class.from_config(config).eval()
+    ids = torch.randint(6, 262, (2, 20))
+    mask = torch.ones(2, 20, dtype=torch.long)
+    mask[1, 15:] = 0
+    positions = torch.tensor([3, 7, 16])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask, subsampled_output_points=positions), model(ids, mask)[:, positions])
+    with pytest.raises(ValueError, match=r"subsampled_output_points: expected indices in \[0, 20\)"):
+        model(ids, mask, subsampled_output_points=torch.tensor([20]))
+
+
+def test_format_1_model_directories_still_load(tmp_path):
+    """Format 1 named the model type by class name; those directories still load."""
+    import json
+
+    model = ImageClassifier.from_config(FAMILIES["image_fourier"]()[1]).eval()
+    model.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["model_type"] == "image_classifier" and data["format_version"] == 2
+    data.update(model_type="ImageClassifier", format_version=1)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    images = torch.randn(1, 3, 16, 20)
+    assert torch.equal(from_pretrained(tmp_path)(images), model(images))
+
+
 def test_image_classifier_with_average_decoder(tmp_path):
     model_class, config = FAMILIES["image_fourier"]()
     config = config.replace(decoder=AverageDecoderConfig(10))

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..core.config import with_sizes
 from ..core.init import trunc_normal_
-from ..core.position import TrainablePositionEncoding
+from ..core.position import TrainablePositionEncoding, check_indices
 from ..core.registry import register
 from ..core.validation import check_positive, check_tensor
 from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
@@ -86,9 +86,11 @@ class TiedEmbeddingOutputAdapterConfig(OutputAdapterConfig):
 class TiedEmbeddingOutputAdapter(OutputAdapter):
     """Decoder outputs ``[B, L, C]`` -> logits ``[B, L, V]`` through the input embedding ``[V, C]``.
 
-    The decoder's queries are its learned positions ``0 .. L-1`` (``L`` = the input length), and
-    the queries of padded positions are masked as the official model does (transformers' port
-    ignores that query mask, so the two agree at real positions only). The embedding is read from
+    The decoder's queries are its learned positions ``0 .. L-1`` (``L`` = the input length), or
+    only the positions ``subsampled_output_points [n]`` (e.g. the masked ones, whose logits a
+    masked-language-model loss needs: ``[B, n, V]``). The queries of padded positions are masked as
+    the official model does (transformers' port ignores that query mask, so the two agree at real
+    positions only). The embedding is read from
     the context's input adapter, so the tied matrix has one owner and one name in the state dict.
     """
 
@@ -100,8 +102,14 @@ class TiedEmbeddingOutputAdapter(OutputAdapter):
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> torch.Tensor:
-        positions = torch.arange(context.encoded.shape[1], device=latents.device)
-        outputs = decoder(latents, query_mask=context.input_mask, subsampled_output_points=positions,
+        length = context.encoded.shape[1]
+        positions, mask = context.subsampled_output_points, context.input_mask
+        if positions is None:
+            positions = torch.arange(length, device=latents.device)
+        else:
+            positions = check_indices("subsampled_output_points", positions, length).to(latents.device)
+            mask = mask[:, positions] if mask is not None else None
+        outputs = decoder(latents, query_mask=mask, subsampled_output_points=positions,
                           chunk_size=context.output_chunk_size)
         return self(outputs, context)
 

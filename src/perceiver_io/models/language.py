@@ -24,9 +24,15 @@ class MaskedLanguageModel(PerceiverIO):
     decoder_type = PerceiverDecoder
     output_adapter_type = TiedEmbeddingOutputAdapter
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        """``input_ids [B, L]``, ``attention_mask [B, L]`` (1 = real token) -> logits ``[B, L, vocab]``."""
-        return super().forward(input_ids, attention_mask)
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        subsampled_output_points: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``input_ids [B, L]``, ``attention_mask [B, L]`` (1 = real token) -> logits ``[B, L, vocab]``,
+        or ``[B, n, vocab]`` at the positions ``subsampled_output_points [n]`` only."""
+        return super().forward(input_ids, attention_mask, subsampled_output_points=subsampled_output_points)
 
 
 @register("text_classifier", PerceiverIOConfig)
