@@ -18,7 +18,7 @@ import torch
 from perceiver_io import from_pretrained
 from perceiver_io.cli import main
 from perceiver_io.data import DigitsDataModule
-from perceiver_io.training.checkpoint_io import SafeCheckpointIO, read_checkpoint, write_checkpoint
+from perceiver_io.training.checkpoint_io import SafeCheckpointIO, load_checkpoint
 from perceiver_io.training.export import export_checkpoint
 from perceiver_io.training.image import ImageClassificationTask
 
@@ -73,7 +73,7 @@ def test_bf16_autocast_and_activation_checkpointing_switches(tmp_path):
 
 
 def _checkpoint_steps(directory: Path) -> list[int]:
-    return sorted(read_checkpoint(p)["global_step"] for p in directory.rglob("step-*.ckpt"))
+    return sorted(load_checkpoint(p)["global_step"] for p in directory.rglob("step-*.ckpt"))
 
 
 def test_resume_after_sigkill_continues_from_the_saved_step(tmp_path):
@@ -91,9 +91,9 @@ def test_resume_after_sigkill_continues_from_the_saved_step(tmp_path):
     ckpts = sorted(run.rglob("*.ckpt"))
     assert ckpts, "no checkpoint was written before the kill"
     for path in ckpts:  # every file left behind is complete and readable
-        read_checkpoint(path)
-    last = max(ckpts, key=lambda p: read_checkpoint(p)["global_step"])
-    saved = read_checkpoint(last)
+        load_checkpoint(path)
+    last = max(ckpts, key=lambda p: load_checkpoint(p)["global_step"])
+    saved = load_checkpoint(last)
 
     class Capture(pl.Callback):
         def on_train_start(self, trainer, pl_module):
@@ -131,7 +131,7 @@ def test_keyboard_interrupt_leaves_a_resumable_checkpoint(tmp_path):
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
     path = next(tmp_path.rglob("last.ckpt"))
-    saved = read_checkpoint(path)
+    saved = load_checkpoint(path)
     assert saved["global_step"] == 4
     resumed = tiny_task()
     trainer(tmp_path, max_steps=6).fit(resumed, datamodule=data, ckpt_path=str(path))
@@ -143,17 +143,17 @@ def test_cli_fit_resume_last_test_and_export(tmp_path, capsys):
             "--checkpoint.every_n_train_steps", "4", *QUIET]
     assert main(base + ["--trainer.max_steps", "4"]) == 0
     last = run / "checkpoints" / "last.ckpt"
-    assert read_checkpoint(last)["global_step"] == 4
+    assert load_checkpoint(last)["global_step"] == 4
     assert next(run.rglob("metrics.csv")).is_file()  # CSV logging by default
     # a new invocation with --ckpt_path last continues from step 4
     assert main(base + ["--trainer.max_steps", "8", "--ckpt_path", "last"]) == 0
-    assert read_checkpoint(last)["global_step"] == 8
+    assert load_checkpoint(last)["global_step"] == 8
     assert sorted(_checkpoint_steps(run)) == [4, 8]
     assert main(["image-classifier", "test", "--config", str(DIGITS), "--trainer.default_root_dir", str(run),
                  "--ckpt_path", str(last), *QUIET]) == 0
     assert main(["export", str(last), str(tmp_path / "exported")]) == 0
     model = from_pretrained(tmp_path / "exported")
-    saved = read_checkpoint(last)
+    saved = load_checkpoint(last)
     state = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     assert export_checkpoint(last, tmp_path / "again").config == model.config
@@ -188,9 +188,9 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     t = trainer(tmp_path, max_steps=1)
     t.fit(task, datamodule=DigitsDataModule(batch_size=8))
     t.save_checkpoint(other)
-    data = read_checkpoint(other)
+    data = load_checkpoint(other)
     data["perceiver_io_task"] = "MaskedLanguageModelingTask"
-    write_checkpoint(data, other)
+    torch.save(data, other)
     code, line = run("fit", "--config", str(DIGITS), "--trainer.default_root_dir", str(tmp_path / "r"),
                      "--ckpt_path", str(other), *QUIET)
     assert code == 1 and "checkpoint is from a MaskedLanguageModelingTask run" in line
@@ -202,15 +202,15 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
 import sys, torch, lightning.pytorch as pl
 torch.set_num_threads(1)  # two processes on two cores
 from perceiver_io.data import DigitsDataModule
-from perceiver_io.training.checkpoint_io import SafeCheckpointIO, write_checkpoint
+from perceiver_io.training.checkpoint_io import SafeCheckpointIO
 from perceiver_io.training.image import ImageClassificationTask
 
 class Dump(pl.Callback):
     def on_train_start(self, trainer, pl_module):
-        write_checkpoint({{"weights": pl_module.state_dict()}}, r"{tmp_path}/init%d.ckpt" % trainer.global_rank)
+        torch.save({{"weights": pl_module.state_dict()}}, r"{tmp_path}/init%d.ckpt" % trainer.global_rank)
 
     def on_fit_end(self, trainer, pl_module):
-        write_checkpoint({{"weights": pl_module.state_dict()}}, r"{tmp_path}/rank%d.ckpt" % trainer.global_rank)
+        torch.save({{"weights": pl_module.state_dict()}}, r"{tmp_path}/rank%d.ckpt" % trainer.global_rank)
 
 pl.seed_everything(trainer_seed := 0)
 task = ImageClassificationTask(preset="digits_fourier", optimizer="lamb", lr=5e-3, schedule="constant")
@@ -224,12 +224,10 @@ trainer.fit(task, datamodule=DigitsDataModule(batch_size=16))
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    from perceiver_io.training.checkpoint_io import read_checkpoint as read
-
-    w0, w1 = read(tmp_path / "rank0.ckpt")["weights"], read(tmp_path / "rank1.ckpt")["weights"]
+    w0, w1 = load_checkpoint(tmp_path / "rank0.ckpt")["weights"], load_checkpoint(tmp_path / "rank1.ckpt")["weights"]
     assert w0.keys() == w1.keys()
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
-    initial = read(tmp_path / "init0.ckpt")["weights"]
+    initial = load_checkpoint(tmp_path / "init0.ckpt")["weights"]
     assert not torch.equal(w0["model.encoder.latents"], initial["model.encoder.latents"])  # it did train
 
 

@@ -1,1 +1,23 @@
-"""Training with PyTorch Lightning: task modules, data, checkpoints without pickle."""
+"""Training with PyTorch Lightning: task modules, data, checkpoints loaded without running code.
+
+``TASKS`` names each trainable task (the ``perceiver-io <task>`` command) and its LightningModule;
+this module imports nothing heavy, so the command line can list the tasks without Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# command name -> "module.Class" of its LightningModule
+TASKS: dict[str, str] = {
+    "image-classifier": "perceiver_io.training.image.ImageClassificationTask",
+}
+
+
+def task_class(name: str) -> Any:
+    """The LightningModule class of task ``name`` (a key of ``TASKS``)."""
+    if name not in TASKS:
+        raise ValueError(f"task: unknown task {name!r}; known tasks are {sorted(TASKS)}")
+    module, _, cls = TASKS[name].rpartition(".")
+    return getattr(importlib.import_module(module), cls)

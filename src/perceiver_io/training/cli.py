@@ -1,8 +1,9 @@
 """``perceiver-io <task> {fit,validate,test,predict} --config FILE.yaml``: LightningCLI per task.
 
 Every run checkpoints every ``checkpoint.every_n_train_steps`` steps and at the end (``last.ckpt``),
-and on an exception or Ctrl-C, all through :class:`SafeCheckpointIO` (no pickle, atomic writes);
-``--ckpt_path last`` resumes. CSV logging by default (``--trainer.logger`` switches to TensorBoard).
+and on an exception or Ctrl-C: standard Lightning ``.ckpt`` files, written atomically and read only
+with ``torch.load(weights_only=True)`` (:class:`SafeCheckpointIO`); ``--ckpt_path last`` resumes.
+CSV logging by default (``--trainer.logger`` switches to TensorBoard).
 """
 
 from __future__ import annotations
@@ -16,16 +17,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from .checkpoint_io import SafeCheckpointIO
-
-TASKS: dict[str, str] = {
-    "image-classifier": "perceiver_io.training.image.ImageClassificationTask",
-}
-
-
-def task_class(name: str) -> type[pl.LightningModule]:
-    module, _, cls = TASKS[name].rpartition(".")
-    return getattr(__import__(module, fromlist=[cls]), cls)
+from . import task_class
+from .checkpoint_io import SafeCheckpointIO, load_checkpoint, task_hyperparameters
 
 
 class InterruptCheckpoint(pl.Callback):
@@ -58,16 +51,16 @@ class PerceiverCLI(LightningCLI):
         })
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI's version reads the checkpoint with torch.load (pickle); ours are safetensors.
+        # Lightning's own reads the checkpoint safely (torch.load(weights_only=True)) but gives its
+        # hyper-parameters to jsonargparse unchecked, which instantiates any {"class_path": ...} in an
+        # Any-typed argument (our `model: dict[str, Any]`), os.system included: code from plain data.
+        # task_hyperparameters refuses such values; load_checkpoint names the file in its errors.
         if not self.config.get("subcommand"):
             return
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        from .checkpoint_io import read_checkpoint
-
-        hparams = {k: v for k, v in read_checkpoint(ckpt_path).get("hyper_parameters", {}).items()
-                   if not k.startswith("_")}
+        hparams = task_hyperparameters(load_checkpoint(ckpt_path, map_location="meta"), ckpt_path)
         if hparams:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..core.perceiver import PerceiverIO, PerceiverIOConfig
-from ..serialization import _MODEL_TYPES
-from .checkpoint_io import read_checkpoint
+from ..perceiver import PerceiverIO, PerceiverIOConfig
+from ..serialization import model_component
+from .checkpoint_io import load_checkpoint, task_hyperparameters
 
 TASK_KEY = "perceiver_io_task"
 MODEL_TYPE_KEY = "perceiver_io_model_type"
@@ -15,14 +15,15 @@ MODEL_CONFIG_KEY = "perceiver_io_model_config"
 
 
 def export_checkpoint(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> PerceiverIO:
-    """Rebuild the trained model from a checkpoint (no pickle) and ``save_pretrained`` it."""
+    """Rebuild the trained model from a checkpoint (read with ``weights_only=True``) and ``save_pretrained`` it."""
     path = Path(checkpoint)
-    data = read_checkpoint(path)
+    data = load_checkpoint(path)
     if MODEL_TYPE_KEY not in data or MODEL_CONFIG_KEY not in data:
         raise ValueError(f"{path}: not a perceiver-io training checkpoint (no model config inside)")
-    cls = _MODEL_TYPES.get(data[MODEL_TYPE_KEY])
-    if cls is None:
-        raise ValueError(f"{path}: unknown model type {data[MODEL_TYPE_KEY]!r}")
+    try:
+        cls = model_component(data[MODEL_TYPE_KEY]).module_class
+    except ValueError as e:
+        raise ValueError(f"{path}: model type: {e}") from None
     model = cls.from_config(PerceiverIOConfig.from_dict(data[MODEL_CONFIG_KEY]))
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
@@ -32,19 +33,20 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output_dir: str | os.P
 
 
 def load_task(checkpoint: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
-    """Rebuild the training task (LightningModule) of a checkpoint with its weights.
+    """Rebuild the training task (LightningModule) of a checkpoint with its weights, running no code from it.
 
-    Use this instead of ``LightningModule.load_from_checkpoint``, which reads pickles only.
+    Like ``Task.load_from_checkpoint(path, weights_only=True)``, but it picks the task class from the
+    checkpoint and calls it with the saved hyper-parameters itself: ``load_from_checkpoint`` passes
+    those of a CLI-trained task through jsonargparse, which instantiates ``class_path`` values.
     """
-    from .cli import TASKS, task_class
+    from . import TASKS, task_class
 
     path = Path(checkpoint)
-    data = read_checkpoint(path)
+    data = load_checkpoint(path)
     name = data.get(TASK_KEY)
     classes = {task_class(t).__name__: task_class(t) for t in TASKS}
     if name not in classes:
         raise ValueError(f"{path}: not a perceiver-io training checkpoint (task {name!r})")
-    hparams = {k: v for k, v in data.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    task = classes[name](**hparams)
+    task = classes[name](**task_hyperparameters(data, path))
     task.load_state_dict(data["state_dict"], strict=True)
     return task

@@ -9,9 +9,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ..core.perceiver import PerceiverIO, PerceiverIOConfig
 from ..core.validation import check_choice
-from ..models.presets import PRESETS
+from ..models.factory import model_config
+from ..perceiver import PerceiverIO, PerceiverIOConfig
 from .optim import build_optimizer, constant_then_cosine, warmup_cosine
 
 SCHEDULES = ("constant_cosine", "warmup_cosine", "constant")
@@ -23,7 +23,7 @@ class PerceiverTask(pl.LightningModule):
     Args:
         model: the task model's config as a dict (the ``config`` of a ``save_pretrained``
             directory), or None to use ``preset``.
-        preset: a preset name (``perceiver_io.models.presets.PRESETS``) when ``model`` is None.
+        preset: a preset name (``perceiver_io.list_models()``) when ``model`` is None.
         optimizer: ``"lamb"`` (official: global-norm clipping, Adam scaling, weight decay not on
             biases and norms, trust ratio) or ``"adamw"``.
         lr, weight_decay, betas, eps, max_grad_norm: optimiser settings (official defaults).
@@ -61,15 +61,17 @@ class PerceiverTask(pl.LightningModule):
         self.model = self.build_model(model, preset)
         if activation_checkpointing:
             self.model.encoder.gradient_checkpointing = True
-        self.forward_model: nn.Module = torch.compile(self.model) if compile else self.model
+        # The compiled wrapper holds self.model again: keep it out of the module tree (plain attribute),
+        # so that state_dict() and parameters() list the weights once, as model.*.
+        forward_model: nn.Module = torch.compile(self.model) if compile else self.model
+        object.__setattr__(self, "forward_model", forward_model)
 
     def build_model(self, model: dict[str, Any] | None, preset: str | None) -> PerceiverIO:
         if (model is None) == (preset is None):
             raise ValueError("model: give exactly one of model (a config dict) or preset (a name)")
         if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"preset: unknown preset {preset!r}; known: {sorted(PRESETS)}")
-            built = PRESETS[preset]()
+            model_class, config = model_config(preset)
+            built = model_class.from_config(config)
         else:
             built = self.model_class.from_config(PerceiverIOConfig.from_dict(model))  # type: ignore[arg-type]
         if not isinstance(built, self.model_class):
@@ -80,7 +82,7 @@ class PerceiverTask(pl.LightningModule):
         from .export import MODEL_CONFIG_KEY, MODEL_TYPE_KEY, TASK_KEY
 
         checkpoint[TASK_KEY] = type(self).__name__
-        checkpoint[MODEL_TYPE_KEY] = type(self.model).__name__
+        checkpoint[MODEL_TYPE_KEY] = type(self.model).component_type
         checkpoint[MODEL_CONFIG_KEY] = self.model.config.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
