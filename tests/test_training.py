@@ -247,3 +247,24 @@ def test_torch_compile_switch_trains(tmp_path):
     assert task.forward_model is not task.model
     trainer(tmp_path, max_steps=3).fit(task, datamodule=DigitsDataModule(batch_size=16))
     assert all(torch.isfinite(p).all() for p in task.parameters())
+
+
+def test_data_shape_check_allows_any_size_for_fourier_models():
+    from types import SimpleNamespace
+
+    from perceiver_io.training.image import ImageClassificationTask
+
+    task = ImageClassificationTask(preset="digits_fourier")
+
+    def setup_with(shape, classes=10):
+        task._trainer = SimpleNamespace(datamodule=SimpleNamespace(image_shape=shape, num_classes=classes))
+        try:
+            task.setup("fit")
+        finally:
+            task._trainer = None
+
+    setup_with((1, 12, 16))  # Fourier positions follow the image: any size trains
+    with pytest.raises(ValueError, match=r"data: the model takes images of shape \(1, 'H', 'W'\), the data gives \(3, 8, 8\)"):
+        setup_with((3, 8, 8))
+    with pytest.raises(ValueError, match="data: the model has 10 classes, the data has 4"):
+        setup_with((1, 8, 8), classes=4)

@@ -34,10 +34,15 @@ class ImageClassificationTask(PerceiverTask):
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if data is None:
             return
-        expected = tuple(self.model.input_adapter.config.image_shape)
+        adapter = self.model.input_adapter.config
         classes = self.model.output_adapter.config.num_classes
-        if tuple(getattr(data, "image_shape", expected)) != expected:
-            raise ValueError(f"data: the model takes images of shape {expected}, the data gives {tuple(data.image_shape)}")
+        shape = tuple(getattr(data, "image_shape", adapter.image_shape))
+        # Fourier-position models take any image size; channels must match, and a learned position
+        # table its own size unless it interpolates.
+        fixed_size = adapter.position_encoding.kind == "trainable" and not adapter.interpolate_pos_encoding
+        expected = adapter.image_shape if fixed_size else (adapter.image_shape[0], "H", "W")
+        if shape[0] != adapter.image_shape[0] or (fixed_size and shape != adapter.image_shape):
+            raise ValueError(f"data: the model takes images of shape {expected}, the data gives {shape}")
         if getattr(data, "num_classes", classes) != classes:
             raise ValueError(f"data: the model has {classes} classes, the data has {data.num_classes}")
 
