@@ -1,343 +1,49 @@
-"""Shared helpers for the CPU benchmarks: time and peak memory of a forward, one process per row.
+"""What the CPU benchmarks share: timing, peak memory in fresh worker processes, contention, the
+transformers builder, ``--rows``, progress and the ``results/NAME.{md,json}`` files (Linux: reads ``/proc``).
 
-Method (Linux only; reads ``/proc``):
-
-* Each measured row runs in a fresh worker process (:func:`run_worker`), so one row's allocator
-  state, caches and peak never leak into another's.
-* Inside the worker, :func:`measure_forward` reads the resident set size (RSS) just before the
-  first forward, resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``; it
-  falls back to the lifetime peak, ``getrusage().ru_maxrss``, when the reset is not allowed),
-  runs one warm-up forward and then timed forwards, and reads the peak RSS (``VmHWM``) after them.
-  The reported memory is ``peak RSS - RSS before the first forward``: the peak extra memory the
-  forward needs on top of the model and its inputs.
-  Before that reading, garbage is collected and glibc's free pages are handed back to the OS
-  (``malloc_trim``) so that memory freed while building the model cannot hide forward memory.
-* Time is the median of the timed forwards (``time.perf_counter``). Fast rows repeat until the
-  timed forwards take about a second (less noise); rows whose warm-up forward is slow run fewer
-  timed forwards (at least one) so a benchmark stays within its budget.
-* Contention: over the timed forwards the worker records the CPU cores it used itself, the cores
-  other processes used (machine busy time from ``/proc/stat`` minus its own) and steal time, so
-  a row disturbed by other work on the machine can be recognised (and re-run).
-* The parent watches each worker: it kills one whose RSS passes a cap (reported as "memory") or
-  which runs past a time limit (reported as "time"); a worker killed by the kernel (SIGKILL, the
-  OOM killer) or failing to allocate also counts as "memory".
+* Time: ``torch.utils.benchmark.Timer.adaptive_autorange`` where a row repeats one call until its
+  spread is small (``scaling.py``, ``attention_cpu.py``); single calls by :func:`timer` (a
+  :class:`timeit.Timer`) where implementations alternate (``vs_transformers.py``) or the best of a
+  few runs is wanted (``gemm_bound.py``). Garbage collection stays on while timing, as users run.
+* Peak memory: each measured row runs in a fresh worker process (:func:`run_worker`: the script
+  re-invoked with ``--worker SPEC``): peak RSS cannot be attributed to one of several runs in one
+  process (heap kept from an earlier run is reused without raising the RSS). :func:`start_peak`
+  collects garbage, hands free heap pages back to the OS (``malloc_trim``), reads the RSS and resets
+  the kernel's peak-RSS counter (``/proc/self/clear_refs``); memory = peak RSS (``VmHWM``) - that RSS.
+  Memory workers run glibc malloc with a fixed mmap threshold (``MALLOC_MMAP_THRESHOLD_=131072``): peak
+  RSS then follows the live tensors (with the default moving one, ``--default-malloc``, it varies by ~15%).
+* The parent kills a worker whose RSS passes the memory cap or that runs past its time limit
+  ("n/a (memory)", "n/a (time)"); one killed by the kernel or failing to allocate counts as memory.
+* Contention: :func:`load` gives the cores other processes (and steal) took during a timed section;
+  one of at least 0.2 s (``/proc/stat`` ticks are 10 ms) with more than 0.3 such cores is disturbed.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import gc
 import json
-import math
 import os
 import platform
 import resource
+import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+import timeit
 from pathlib import Path
 from typing import Any, Callable
 
-RESULT_PREFIX = "RESULT-JSON "
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 2**20
-
-
-# --------------------------------------------------------------------------------------------
-# Memory readings of the current process.
-
-
-def rss_bytes() -> int:
-    """Current resident set size of this process (``/proc/self/statm``)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE_SIZE
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter of this process; False when not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (``VmHWM``, else ``ru_maxrss``)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def process_rss_bytes(pid: int) -> int | None:
-    """Resident set size of another process, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * _PAGE_SIZE
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def mem_available_bytes() -> int:
-    """``MemAvailable`` from ``/proc/meminfo``."""
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("MemAvailable not found in /proc/meminfo")
-
-
-def release_free_memory() -> None:
-    """Collect garbage and hand the allocator's free pages back to the OS (glibc ``malloc_trim``).
-
-    Without it, memory freed while building a model stays resident and a later forward reuses it
-    without raising the RSS, hiding part of the forward's memory.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def cpu_counters() -> tuple[float, float, float]:
-    """(CPU seconds of this process, busy CPU seconds of the machine, steal seconds of the machine)."""
-    t = os.times()
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return t.user + t.system, (user + nice + system + irq + softirq) / tick, steal / tick
-
-
-def wait_for_quiet(max_busy_cores: float, max_wait_s: float, interval_s: float = 1.0) -> float:
-    """Wait (at most ``max_wait_s``) until the machine's busy cores over ``interval_s`` drop to
-    ``max_busy_cores``; returns the last reading (call it while no worker of ours runs)."""
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        _, busy0, steal0 = cpu_counters()
-        time.sleep(interval_s)
-        _, busy1, steal1 = cpu_counters()
-        busy = (busy1 - busy0 + steal1 - steal0) / interval_s
-        if busy <= max_busy_cores or time.monotonic() >= deadline:
-            return busy
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception is an allocation failure (Python or the torch CPU allocator)."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc).lower()
-    return "can't allocate memory" in text or "out of memory" in text
-
-
-# --------------------------------------------------------------------------------------------
-# Inside a worker: measure one forward.
-
-
-@dataclass
-class Measurement:
-    """Time and memory of one (size, implementation) row, measured in its worker."""
-
-    median_s: float
-    times_s: list[float]
-    warmup_s: float
-    rss_before_bytes: int
-    peak_rss_bytes: int
-    extra_bytes: int
-    peak_was_reset: bool
-    own_cores: float
-    other_cores: float
-    steal_cores: float
-
-
-def timed_count(warmup_s: float, repeats: int, time_budget_s: float, min_time_s: float, max_count: int = 50) -> int:
-    """How many timed forwards: ``repeats``, raised so they take ``min_time_s`` (at most ``max_count``),
-    lowered so they fit ``time_budget_s`` (at least one)."""
-    warmup_s = max(warmup_s, 1e-6)
-    count = max(repeats, min(max_count, math.ceil(min_time_s / warmup_s)))
-    return max(1, min(count, int(time_budget_s // warmup_s)))
-
-
-def measure_forward(
-    forward: Callable[[], Any], repeats: int, time_budget_s: float, min_time_s: float = 1.0
-) -> Measurement:
-    """Warm-up forward plus timed forwards of ``forward``; see the module docstring.
-
-    The number of timed forwards comes from :func:`timed_count`. ``forward`` is called under
-    ``torch.inference_mode()`` by the caller; its result is dropped right after each call (so the
-    output's memory is part of the forward's peak).
-    """
-    release_free_memory()
-    rss_before = rss_bytes()
-    was_reset = reset_peak_rss()
-    start = time.perf_counter()
-    out = forward()
-    warmup = time.perf_counter() - start
-    del out
-    count = timed_count(warmup, repeats, time_budget_s, min_time_s)
-    times = []
-    own0, busy0, steal0 = cpu_counters()
-    for _ in range(count):
-        start = time.perf_counter()
-        out = forward()
-        times.append(time.perf_counter() - start)
-        del out
-    own1, busy1, steal1 = cpu_counters()
-    peak = peak_rss_bytes()
-    wall = max(sum(times), 1e-9)
-    return Measurement(
-        median_s=statistics.median(times),
-        times_s=times,
-        warmup_s=warmup,
-        rss_before_bytes=rss_before,
-        peak_rss_bytes=peak,
-        extra_bytes=max(0, peak - rss_before),
-        peak_was_reset=was_reset,
-        own_cores=(own1 - own0) / wall,
-        other_cores=max(0.0, (busy1 - busy0) - (own1 - own0)) / wall,
-        steal_cores=(steal1 - steal0) / wall,
-    )
-
-
-def emit_result(payload: dict[str, Any]) -> None:
-    """Worker side: print the result line the parent parses."""
-    sys.stdout.write(RESULT_PREFIX + json.dumps(payload) + "\n")
-    sys.stdout.flush()
-
-
-# --------------------------------------------------------------------------------------------
-# In the parent: run a worker under a memory cap and a time limit.
-
-
-@dataclass
-class WorkerOutcome:
-    """What a worker gave back: status ``ok``, ``memory``, ``time`` or ``error``."""
-
-    status: str
-    result: dict[str, Any] | None = None
-    detail: str = ""
-    wall_s: float = 0.0
-    max_rss_seen_bytes: int = 0
-    returncode: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class _Watch:
-    max_rss: int = 0
-    killed_for: str | None = None
-    log: list[str] = field(default_factory=list)
-
-
-def _watch(proc: subprocess.Popen, timeout_s: float, mem_cap_bytes: int, poll_s: float) -> _Watch:
-    watch = _Watch()
-    start = time.monotonic()
-    while proc.poll() is None:
-        rss = process_rss_bytes(proc.pid) or 0
-        watch.max_rss = max(watch.max_rss, rss)
-        if rss > mem_cap_bytes:
-            watch.killed_for = "memory"
-        elif time.monotonic() - start > timeout_s:
-            watch.killed_for = "time"
-        if watch.killed_for:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            break
-        time.sleep(poll_s)
-    return watch
-
-
-def _parse_result(stdout: str) -> dict[str, Any] | None:
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    return None
-
-
-def run_worker(
-    argv: list[str], timeout_s: float, mem_cap_bytes: int, poll_s: float = 0.05, env: dict[str, str] | None = None
-) -> WorkerOutcome:
-    """Run ``argv`` (a worker printing one :data:`RESULT_PREFIX` line) under a memory cap and time limit."""
-    start = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
-        watch = _watch(proc, timeout_s, mem_cap_bytes, poll_s)
-        wall = time.monotonic() - start
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    outcome = WorkerOutcome(
-        status="error", wall_s=wall, max_rss_seen_bytes=watch.max_rss, returncode=proc.returncode
-    )
-    if watch.killed_for == "memory":
-        outcome.status, outcome.detail = "memory", f"RSS passed the cap of {mem_cap_bytes / 2**30:.1f} GiB"
-        return outcome
-    if watch.killed_for == "time":
-        outcome.status, outcome.detail = "time", f"ran past {timeout_s:.0f} s"
-        return outcome
-    result = _parse_result(stdout)
-    if proc.returncode == 0 and result is not None:
-        outcome.result = result
-        outcome.status = result.get("status", "ok")
-        outcome.detail = result.get("detail", "")
-        return outcome
-    if proc.returncode == -signal.SIGKILL:
-        outcome.status, outcome.detail = "memory", "killed by SIGKILL (likely the kernel's OOM killer)"
-        return outcome
-    outcome.detail = f"exit {proc.returncode}: " + stderr.strip()[-2000:]
-    return outcome
-
-
-# --------------------------------------------------------------------------------------------
-# Environment description for result headers.
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def environment(threads: int) -> dict[str, Any]:
-    """Date, versions, CPU and load of this machine (for a results header)."""
-    import torch
-
-    info: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-        "mem_available_gib": round(mem_available_bytes() / 2**30, 1),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        info["transformers"] = None
-    return info
+THREADS = 2
+SEED = 0
+RESULT_PREFIX = "RESULT-JSON "
+FIXED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+CONTENTION_CORES = 0.3
+CONTENTION_MIN_WALL_S = 0.2
 
 
 def progress(message: str) -> None:
@@ -345,8 +51,221 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def write_outputs(out_dir: Path, stem: str, markdown: str, raw: dict[str, Any]) -> None:
-    """Write ``<stem>.md`` (the report) and ``<stem>.json`` (raw numbers) into ``out_dir``."""
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process (``/proc/PID/statm``), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def start_peak() -> tuple[int, bool]:
+    """Free and trim the heap, then (RSS now, whether the kernel's peak-RSS counter was reset; if not,
+    the peak is the lifetime one)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return rss_bytes(), True
+    except OSError:
+        return rss_bytes(), False
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (``VmHWM``, else ``ru_maxrss``)."""
+    with open("/proc/self/status") as f:
+        hwm = [int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")]
+    return hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cpu_counters() -> tuple[float, float, float]:
+    """(CPU seconds of this process, busy CPU seconds of the machine, steal seconds of the machine)."""
+    t = os.times()
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = [int(x) for x in f.readline().split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return t.user + t.system, (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def load(c0: tuple[float, float, float], c1: tuple[float, float, float], wall: float) -> tuple[float, float, float]:
+    """(own, other, steal) cores between two :func:`cpu_counters` readings ``wall`` seconds apart."""
+    wall, own = max(wall, 1e-9), c1[0] - c0[0]
+    return own / wall, max(0.0, (c1[1] - c0[1]) - own) / wall, (c1[2] - c0[2]) / wall
+
+
+def timer(fn: Callable[[], Any]) -> timeit.Timer:
+    """``timer(fn).timeit(1)``: seconds of one call of ``fn`` (result dropped at once); ``.repeat(k, 1)``: k of them."""
+    return timeit.Timer(fn, "gc.enable()")
+
+
+def run_worker(script: str, spec: dict, options: dict, timeout_s: float, fixed_malloc: bool = True) -> dict:
+    """Run ``script --worker SPEC`` (``options``: ``mem_cap_bytes``, ``threads``, ``default_malloc``); the
+    outcome: ``status`` (ok, memory, time, error), ``result``, ``detail``, ``wall_s``, ``max_rss_seen_bytes``,
+    ``returncode``."""
+    env = {k: v for k, v in os.environ.items() if k not in FIXED_MALLOC_ENV}
+    env.update(OMP_NUM_THREADS=str(options["threads"]), MKL_NUM_THREADS=str(options["threads"]))
+    env.update(FIXED_MALLOC_ENV if fixed_malloc and not options["default_malloc"] else {})
+    start, killed, max_rss, cap = time.monotonic(), None, 0, options["mem_cap_bytes"]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, script, "--worker", json.dumps(spec)], stdout=out, stderr=err, env=env)
+        while killed is None and proc.poll() is None:
+            rss = rss_bytes(proc.pid)
+            max_rss = max(max_rss, rss)
+            killed = "memory" if rss > cap else "time" if time.monotonic() - start > timeout_s else None
+            time.sleep(0.05)
+        if killed:
+            proc.kill()
+        proc.wait()
+        out.seek(0), err.seek(0)
+        lines, stderr = [ln for ln in out.read().splitlines() if ln.startswith(RESULT_PREFIX)], err.read()
+    outcome = dict(status="error", result=None, detail="", wall_s=time.monotonic() - start, max_rss_seen_bytes=max_rss,
+                   returncode=proc.returncode)
+    if killed:
+        detail = f"RSS passed the cap of {cap / 2**30:.1f} GiB" if killed == "memory" else f"ran past {timeout_s:.0f} s"
+        return dict(outcome, status=killed, detail=detail)
+    if proc.returncode == 0 and lines:
+        result = json.loads(lines[-1][len(RESULT_PREFIX):])
+        return dict(outcome, result=result, status=result.get("status", "ok"), detail=result.get("detail", ""))
+    if proc.returncode == -signal.SIGKILL:
+        return dict(outcome, status="memory", detail="killed by SIGKILL (likely the kernel's OOM killer)")
+    return dict(outcome, detail=f"exit {proc.returncode}: " + stderr.strip()[-2000:])
+
+
+def worker_main(measure: Callable[[dict], dict], spec_json: str) -> None:
+    """Worker side: ``measure(spec)`` under the parent's thread count; prints the result line."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", THREADS)))
+    try:
+        result = {**measure(json.loads(spec_json)), "status": "ok"}
+    except (RuntimeError, MemoryError) as exc:
+        text = str(exc).lower()
+        if not (isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text):
+            raise
+        result = {"status": "memory", "detail": str(exc)[:500]}
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def ok(outcome: dict | None) -> dict | None:
+    """The result of an outcome that measured fine, else None."""
+    return outcome["result"] if outcome is not None and outcome["status"] == "ok" else None
+
+
+def na(outcome: dict | None) -> str:
+    return "n/a" if outcome is None else f"n/a ({outcome['status']})"
+
+
+def build_transformers(head: str, config: dict[str, Any]) -> Any:
+    """transformers' Perceiver ``head`` (e.g. ``PerceiverForMaskedLM``) with seeded random weights, eval mode."""
+    import torch
+    import transformers
+
+    torch.manual_seed(SEED)
+    return getattr(transformers, head)(transformers.PerceiverConfig(**config)).eval()
+
+
+def select_rows(rows: list[dict[str, Any]], names: str | None, option: str = "--rows") -> list[dict[str, Any]]:
+    """The rows named in the comma-separated ``names`` (all when None), in table order."""
+    unknown = set((names or "").split(",")) - {"", *(row["name"] for row in rows)}
+    if unknown:
+        raise SystemExit(f"{option}: unknown {sorted(unknown)}; expected some of {[row['name'] for row in rows]}")
+    return [row for row in rows if names is None or row["name"] in names.split(",")]
+
+
+def markdown_table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0, 1)) -> str:
+    align = "|" + "|".join("---" if i in left else "---:" for i in range(len(header))) + "|"
+    return "\n".join(["| " + " | ".join(header) + " |", align, *["| " + " | ".join(row) + " |" for row in rows]])
+
+
+def command_line() -> str:
+    rel = os.path.relpath(sys.executable)
+    return shlex.join([sys.executable if rel.startswith("..") else rel, *sys.argv])
+
+
+def mem_available_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """Date, versions, CPU and load of this machine, and the command (for a results header)."""
+    import torch
+    import transformers
+
+    with open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), platform.processor())
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(), "torch": torch.__version__,
+        "cpu": cpu or "unknown", "cpu_count": os.cpu_count(), "threads": threads,
+        "mem_available_gib": round(mem_available_bytes() / 2**30, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "transformers": transformers.__version__, "command": command_line(),
+    }
+
+
+def env_lines(env: dict[str, Any], o: dict[str, Any], limit: str, cpu_note: str = "") -> list[str]:
+    """The header lines of the worker-based reports (``limit``: what ``--row-timeout`` limits)."""
+    return [
+        f"- date: {env['date']}", f"- command: `{env['command']}`",
+        f"- torch {env['torch']}, transformers {env['transformers']}, python {env['python']}",
+        f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores), torch threads: {env['threads']}{cpu_note}",
+        f"- memory available at start: {env['mem_available_gib']} GiB; worker memory cap "
+        f"{o['mem_cap_bytes'] / 2**30:.1f} GiB; {limit} {o['row_timeout_s']:.0f} s; load average at start: "
+        f"{env['load_average']}",
+    ]
+
+
+def arg_parser(doc: str, row_timeout: float = 0.0) -> argparse.ArgumentParser:
+    """The options every script has (``--out``, ``--threads``, ``--from-json``) and, given the default
+    ``row_timeout``, those of the scripts with worker processes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
+                        help="output folder (default: benchmarks/results)")
+    parser.add_argument("--threads", type=int, default=THREADS, help=f"torch threads (default {THREADS})")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="PATH",
+                        help="re-render the report of a saved .json into --out (same stem); measures nothing")
+    if row_timeout:
+        parser.add_argument("--worker", help=argparse.SUPPRESS)
+        parser.add_argument("--row-timeout", dest="row_timeout_s", type=float, default=row_timeout,
+                            help=f"kill a worker after this (s, default {row_timeout:.0f})")
+        parser.add_argument("--mem-cap-gib", type=float, default=None,
+                            help="kill a worker whose RSS passes this (default: 80%% of MemAvailable at start)")
+        parser.add_argument("--default-malloc", action="store_true",
+                            help="keep glibc's moving mmap threshold in the memory workers (peaks then vary by ~15%%)")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None, render: Callable[[dict], str],
+          measure: Callable[[dict], dict] | None = None) -> argparse.Namespace | None:
+    """Parse the options; run a ``--worker`` or a ``--from-json`` re-render (then None)."""
+    args = parser.parse_args(argv)
+    if getattr(args, "worker", None):
+        return worker_main(measure, args.worker)  # type: ignore[arg-type,func-returns-value]
+    if args.from_json:
+        raw = dict(json.loads(args.from_json.read_text()), rewritten_by=command_line())
+        return finish(args.out, args.from_json.stem, raw, render)  # type: ignore[func-returns-value]
+    if getattr(args, "repeats", 1) < 1:
+        raise SystemExit(f"--repeats: expected at least 1, got {args.repeats}")
+    if hasattr(args, "mem_cap_gib"):
+        args.mem_cap_bytes = int(args.mem_cap_gib * 2**30 if args.mem_cap_gib else 0.8 * mem_available_bytes())
+    return args
+
+
+def rewritten(raw: dict[str, Any]) -> list[str]:
+    """The header line of a report re-rendered by ``--from-json``."""
+    note = raw.get("rewritten_by")
+    return [f"- report rewritten from the saved .json by `{note}` (no new measurements)"] if note else []
+
+
+def finish(out_dir: Path, stem: str, raw: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """Print the markdown report and write ``<out_dir>/<stem>.md`` and ``<stem>.json``."""
+    markdown = render(raw)
+    print(markdown)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.md").write_text(markdown + "\n")
     (out_dir / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")

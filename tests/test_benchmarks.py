@@ -1,7 +1,9 @@
-"""The GEMM accounting of ``benchmarks/gemm_bound.py`` (the lower bound it reports rests on it)."""
+"""The benchmark scripts: GEMM accounting of ``benchmarks/gemm_bound.py`` (the lower bound it reports
+rests on it), each script's command line, and that the reports keep the committed results' tables."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from torch import nn
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
+SCRIPTS = ["attention_cpu", "gemm_bound", "scaling", "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -45,3 +48,37 @@ def test_best_time_reruns_a_recorded_layout() -> None:
     assert call.args[0][2] == (1, 32)  # stride of the transposed view is kept
     assert call.flops == 2 * 32 * 16 * 8
     assert gemm_bound.best_time(call.op, call.args) > 0
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help(name: str) -> None:
+    done = run_script(name, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--out" in done.stdout and "--from-json" in done.stdout
+
+
+@pytest.mark.parametrize("stem", ["attention_cpu", "gemm_bound", "scaling", "vs_transformers", "vs_transformers-bf16"])
+def test_report_of_committed_results_keeps_their_tables(stem: str, tmp_path: Path) -> None:
+    """Re-rendering a committed .json gives the committed .md's tables, cell for cell (README quotes them)."""
+    done = run_script(stem.split("-")[0], "--from-json", str(BENCHMARKS / "results" / f"{stem}.json"), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+
+    def tables(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines() if line.startswith("|")]
+
+    committed = tables(BENCHMARKS / "results" / f"{stem}.md")
+    assert committed and tables(tmp_path / f"{stem}.md") == committed
+
+
+def test_rows_selection() -> None:
+    import _measure
+    import vs_transformers
+
+    assert [r["name"] for r in _measure.select_rows(vs_transformers.ROWS, "image-64,mlm-2048")] == ["mlm-2048", "image-64"]
+    with pytest.raises(SystemExit, match="unknown"):
+        _measure.select_rows(vs_transformers.ROWS, "mlm-4096")
