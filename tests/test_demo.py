@@ -1,40 +1,214 @@
-"""The demo (main job) runs end to end in its quick form and writes every output file."""
+"""The demo (main job): every section runs end to end in its quick form, index.html is one self-contained page,
+``--task`` selects sections, and the digits config files equal the digits section's recipe."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import json
+import re
 from pathlib import Path
 
+import pytest
 import torch
 
+import perceiver_io.demo as demo
 from perceiver_io import from_pretrained
 from perceiver_io.cli import main
+from perceiver_io.demo import SECTIONS, Picture, Section, SectionResult
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs/image_classifier"
 
 
-def test_demo_quick_writes_every_output(tmp_path: Path, capsys):
-    assert main(["demo", "--quick", "--output-dir", str(tmp_path)]) == 0
-    for name in ("metrics.json", "learning_curve.png", "confusion_matrix.png", "cross_attention.png",
-                 "model/config.json", "model/model.safetensors"):
-        assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0, name
-    for png in tmp_path.glob("*.png"):
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> tuple[Path, str]:
+    """``perceiver-io demo --quick`` (every section, a few training steps each), run once for this module."""
+    out = tmp_path_factory.mktemp("demo")
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(["demo", "--quick", "--output-dir", str(out)]) == 0
+    return out, buffer.getvalue()
+
+
+def _embedded_pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def test_quick_demo_index_is_one_self_contained_page(quick_demo):
+    out, printed = quick_demo
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    # nothing outside the page: no URLs, no file references, no external stylesheets or scripts
+    assert not re.search(r"https?://|file:|<link|<script|url\(", page)
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', page):
+        assert attr.startswith(("data:image/png;base64,", "#")), attr
+    results = {s.name: SectionResult.from_dict(json.loads((out / s.name / "result.json").read_text()))
+               for s in SECTIONS}
+    for section in SECTIONS:
+        assert f'id="{section.name}"' in page and section.title in page
+        assert section.title in printed
+        for row in results[section.name].rows:
+            assert row[0] in page
+    pngs = _embedded_pngs(page)
+    assert len(pngs) == sum(len(r.pictures) for r in results.values()) > 0
+    for png in pngs:
+        assert png.startswith(PNG_MAGIC) and len(png) > 1000
+    assert "Quick mode" in page and "missing picture" not in page
+    assert "perceiver-io demo:" in printed and "index.html" in printed
+
+
+def test_quick_demo_writes_each_sections_files(quick_demo):
+    out, _ = quick_demo
+    for section in SECTIONS:
+        folder = out / section.name
+        result = SectionResult.from_dict(json.loads((folder / "result.json").read_text()))
+        assert result.summary and result.columns and result.rows and result.pictures
+        for picture in result.pictures:
+            assert (folder / picture.path).read_bytes().startswith(PNG_MAGIC), picture.path
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["run"]["quick"] is True and metrics["run"]["seconds"] >= 0
+        assert metrics["run"]["budget_s"] == section.budget_s
+
+
+def test_quick_digits_section(quick_demo):
+    out, printed = quick_demo
+    folder = out / "digits"
+    for name in ("learning_curves.png", "confusion_matrix.png", "cross_attention.png", "model/config.json",
+                 "model/model.safetensors", "logs/class_query/metrics.csv", "logs/average/metrics.csv"):
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["reloaded_predictions_identical"] is True
-    assert metrics["test_images"] == 360 and metrics["epochs"] == 2
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0
-    assert metrics["reloaded_test_accuracy"] == metrics["test_accuracy"]
-    model = from_pretrained(tmp_path / "model")
+    assert metrics["test_images"] == 360 and metrics["train_images"] == 1257
+    for name in ("class_query", "average"):
+        model = metrics["models"][name]
+        assert model["epochs"] == 1 and model["steps"] == demo.digits.QUICK_STEPS
+        assert 0.0 <= model["test_accuracy"] <= 1.0
+    assert metrics["reloaded_test_accuracy"] == metrics["models"]["class_query"]["test_accuracy"]
+    for name in ("logistic_regression", "rbf_svm"):
+        assert 0.9 < metrics["baselines"][name]["test_accuracy"] <= 1.0  # real baselines, even in quick mode
+    model = from_pretrained(folder / "model")
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
-    out = capsys.readouterr().out
-    assert "test accuracy" in out and "perceiver-io demo results" in out
+    assert "test accuracy" in printed and "RBF SVM" in printed
+
+
+def _fake_section(name: str, calls: list[str]) -> Section:
+    def run(out: Path, quick: bool) -> SectionResult:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        calls.append(name)
+        fig, ax = plt.subplots(figsize=(1, 1))
+        ax.plot([0, 1], [0, 1])
+        fig.savefig(out / "plot.png")
+        plt.close(fig)
+        return SectionResult(summary=f"{name} ran", columns=["model", "score"], rows=[[f"{name} model", "1.0"]],
+                             pictures=[Picture("plot.png", f"{name} plot")], metrics={"score": 1.0})
+
+    return Section(name=name, title=f"Section {name}", budget_s=1, run=run)
+
+
+def test_task_runs_only_the_named_sections(tmp_path, monkeypatch, capsys):
+    calls: list[str] = []
+    monkeypatch.setattr(demo, "SECTIONS", [_fake_section("alpha", calls), _fake_section("beta", calls)])
+    assert main(["demo", "--task", "beta", "--output-dir", str(tmp_path)]) == 0
+    assert calls == ["beta"] and not (tmp_path / "alpha").exists()
+    page = (tmp_path / "index.html").read_text()
+    assert "Section beta" in page and "Section alpha" not in page
+    assert main(["demo", "--output-dir", str(tmp_path)]) == 0
+    assert calls == ["beta", "alpha", "beta"]
+    # running one section again keeps the other's earlier result on the page, marked as earlier
+    assert main(["demo", "--task", "alpha", "--output-dir", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text()
+    assert "Section alpha" in page and "Section beta" in page and "from an earlier run" in page
+    assert len(_embedded_pngs(page)) == 2
+    assert main(["demo", "--list"]) == 0
+    assert "alpha" in capsys.readouterr().out
+
+
+def test_task_digits_runs_the_digits_section_alone(tmp_path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(demo, "SECTIONS", SECTIONS + [_fake_section("other", calls)])
+    assert main(["demo", "--quick", "--task", "digits", "--output-dir", str(tmp_path)]) == 0
+    assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["digits", "index.html"]
+    page = (tmp_path / "index.html").read_text()
+    assert 'id="digits"' in page and "Section other" not in page
+    assert json.loads((tmp_path / "digits/metrics.json").read_text())["reloaded_predictions_identical"] is True
+
+
+def test_digits_augmentation_warps_training_images_only():
+    from perceiver_io.data import DigitsDataModule
+    from perceiver_io.data.digits import random_affine
+
+    data = DigitsDataModule(batch_size=16, **{k: v for k, v in demo.digits.DIGITS_DATA.items() if k != "batch_size"})
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.shape == (16, 1, 8, 8) and labels.shape == (16,)
+    assert images.min() >= -1.0 - 1e-6 and images.max() <= 1.0 + 1e-6
+    clean = data.datasets["train"].tensors[0]
+    assert torch.allclose(random_affine(clean[:8], background=-1.0), clean[:8], atol=1e-5)  # no warp = identity
+    assert not any(torch.equal(img, c) for img in images for c in clean)  # every training image warped
+    test_images, _ = next(iter(data.test_dataloader()))
+    assert torch.equal(test_images, data.datasets["test"].tensors[0][:16])  # evaluation images untouched
+    with pytest.raises(ValueError, match="rotate"):
+        DigitsDataModule(rotate=90)
+
+
+def test_unknown_task_is_a_clear_error(tmp_path, capsys):
+    assert main(["demo", "--task", "nosuchtask", "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "unknown task 'nosuchtask'" in err
+    for section in SECTIONS:
+        assert section.name in err
+    assert not (tmp_path / "index.html").exists()
+
+
+def test_a_failing_section_fails_the_demo_but_keeps_the_page(tmp_path, monkeypatch, capsys):
+    calls: list[str] = []
+
+    def broken(out: Path, quick: bool) -> SectionResult:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(demo, "SECTIONS", [Section("broken", "Broken", 1, broken), _fake_section("fine", calls)])
+    assert main(["demo", "--output-dir", str(tmp_path)]) == 1
+    assert calls == ["fine"]
+    page = (tmp_path / "index.html").read_text()
+    assert "Section fine" in page and "failed" in page
+    assert "broken" in capsys.readouterr().err
 
 
 def test_digits_config_file_is_the_demo_recipe():
     import yaml
 
-    from perceiver_io.demo import DIGITS_BATCH_SIZE, DIGITS_EPOCHS, DIGITS_TASK
+    from perceiver_io.demo.digits import DIGITS_DATA, DIGITS_EPOCHS, DIGITS_TASK
 
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/image_classifier/digits.yaml").read_text())
+    config = yaml.safe_load((CONFIGS / "digits.yaml").read_text())
     assert config["model"] == DIGITS_TASK
     assert config["trainer"]["max_epochs"] == DIGITS_EPOCHS
-    assert config["data"]["init_args"]["batch_size"] == DIGITS_BATCH_SIZE
+    assert config["data"]["init_args"] == DIGITS_DATA
+    assert config["seed_everything"] == demo.digits.SEED
+
+
+def test_digits_average_config_file_is_the_demo_recipe():
+    import yaml
+
+    from perceiver_io.demo.digits import DIGITS_AVERAGE_TASK, DIGITS_DATA, DIGITS_EPOCHS
+
+    config = yaml.safe_load((CONFIGS / "digits_average.yaml").read_text())
+    assert config["model"] == DIGITS_AVERAGE_TASK
+    assert config["trainer"]["max_epochs"] == DIGITS_EPOCHS
+    assert config["data"]["init_args"] == DIGITS_DATA
+    assert config["seed_everything"] == demo.digits.SEED
+
+
+def test_digits_average_model_is_the_class_query_model_but_its_decoder():
+    from perceiver_io.demo.digits import DIGITS_AVERAGE_TASK, DIGITS_TASK
+    from perceiver_io.training.image import ImageClassificationTask
+
+    main_config = ImageClassificationTask(**DIGITS_TASK).model.config.to_dict()
+    average_config = ImageClassificationTask(**DIGITS_AVERAGE_TASK).model.config.to_dict()
+    for part in ("input_adapter", "encoder", "output_adapter"):
+        assert average_config[part] == main_config[part], part
+    assert average_config["decoder"]["type"] == "average_decoder"

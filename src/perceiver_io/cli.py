@@ -10,10 +10,10 @@ from pathlib import Path
 def _convert(args: argparse.Namespace) -> None:
     if args.source_format == "haiku":
         from .convert.haiku import from_haiku
-        from .models.presets import PRESETS
+        from .models import list_models
 
         if args.preset is None:
-            raise SystemExit(f"perceiver-io convert: --preset is required with --from haiku (one of {sorted(PRESETS)})")
+            raise SystemExit(f"perceiver-io convert: --preset is required with --from haiku (one of {list_models()})")
         model = from_haiku(args.source, args.preset)
     else:
         from .convert.transformers import load_transformers_model, from_transformers
@@ -24,7 +24,19 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote {type(model).__name__} ({n:,} parameters) to {Path(args.output_dir)}")
 
 
-TASK_COMMANDS = ("image-classifier",)
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import SECTIONS, run_demo
+
+    if args.list:
+        for s in SECTIONS:
+            print(f"{s.name:<12} {s.title} (budget {s.budget_s:.0f} s)")
+        return 0
+    try:
+        run_demo(args.output_dir, tasks=args.tasks, quick=args.quick)
+    except RuntimeError as e:  # a section failed (its traceback is printed); the page is written
+        print(f"perceiver-io demo: error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -36,19 +48,28 @@ def _export(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in TASK_COMMANDS:
+    from .training import TASKS
+
+    if argv and argv[0] in TASKS:
         from .training.cli import run_task_cli
 
         return run_task_cli(argv[0], argv[1:])
     parser = argparse.ArgumentParser(
         prog="perceiver-io",
-        description="Perceiver IO in PyTorch. Training: perceiver-io {" + ",".join(TASK_COMMANDS)
+        description="Perceiver IO in PyTorch. Training: perceiver-io {" + ",".join(TASKS)
         + "} {fit,validate,test,predict} --config FILE.yaml",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the project's demo")
+    demo = sub.add_parser(
+        "demo", help="run the project's demo: one section per task, results on demo-output/index.html",
+        description="Train and evaluate each demo section (all, or those named with --task) on the CPU and write "
+        "OUTPUT_DIR/<task>/ and OUTPUT_DIR/index.html.",
+    )
+    demo.add_argument("--task", action="append", metavar="NAME", dest="tasks",
+                      help="run only this section (repeatable; see --list)")
+    demo.add_argument("--list", action="store_true", help="list the sections and exit")
     demo.add_argument("--output-dir", default="demo-output", help="where to write results (default: demo-output)")
-    demo.add_argument("--quick", action="store_true", help="a shorter run (used by the tests)")
+    demo.add_argument("--quick", action="store_true", help="train each section for a few steps only (the tests)")
     convert = sub.add_parser(
         "convert", help="convert an official (haiku) or transformers checkpoint to this library's format"
     )
@@ -63,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "demo":
-            from .demo import run_demo
-
-            run_demo(args.output_dir, quick=args.quick)
+            return _demo(args)
         elif args.command == "convert":
             _convert(args)
         elif args.command == "export":

@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 Split = Literal["train", "val", "test"]
 
@@ -37,6 +37,43 @@ class RandomShift(Dataset):
         return padded[..., dy : dy + h, dx : dx + w], label
 
 
+def random_affine(
+    images: torch.Tensor, rotate: float = 0.0, scale: float = 0.0, shear: float = 0.0, translate: float = 0.0,
+    background: float = 0.0, generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A different random affine warp of each image in ``images [B, C, H, W]`` (bilinear, ``background`` fill).
+
+    Per image: a rotation in ``[-rotate, rotate]`` degrees, a horizontal shear in ``[-shear, shear]`` degrees, an
+    isotropic zoom by a factor in ``[1 - scale, 1 + scale]`` and a translation in ``[-translate, translate]`` pixels
+    per axis, all uniform and about the image centre. One ``affine_grid`` + ``grid_sample`` for the whole batch.
+    """
+    b, _, h, w = images.shape
+    u = torch.rand(b, 5, generator=generator, dtype=torch.float64) * 2 - 1  # U[-1, 1]
+    angle, shear_angle = torch.deg2rad(u[:, 0] * rotate), torch.deg2rad(u[:, 1] * shear)
+    zoom = 1 + u[:, 2] * scale
+    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear_angle)
+    # Output -> input sampling map in normalised coordinates: rotation @ shear / zoom, then the shift.
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 1] = cos / zoom, (cos * tan - sin) / zoom
+    theta[:, 1, 0], theta[:, 1, 1] = sin / zoom, (sin * tan + cos) / zoom
+    theta[:, 0, 2], theta[:, 1, 2] = u[:, 3] * translate * 2 / w, u[:, 4] * translate * 2 / h
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    warped = F.grid_sample(images - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return warped + background
+
+
+class RandomAffineCollate:
+    """A DataLoader ``collate_fn``: stacks ``(image, label)`` pairs, then warps the batch with :func:`random_affine`."""
+
+    def __init__(self, rotate: float, scale: float, shear: float, translate: float, background: float) -> None:
+        self.rotate, self.scale, self.shear, self.translate = rotate, scale, shear, translate
+        self.background = background
+
+    def __call__(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = default_collate(batch)
+        return random_affine(images, self.rotate, self.scale, self.shear, self.translate, self.background), labels
+
+
 class DigitsDataModule(pl.LightningDataModule):
     """Fixed, stratified train / val / test splits of ``sklearn.datasets.load_digits``.
 
@@ -57,6 +94,10 @@ class DigitsDataModule(pl.LightningDataModule):
         normalize: scale pixels to [-1, 1] (else [0, 1]).
         max_shift: training augmentation: shift each training image by up to this many pixels in each
             direction (background fill), drawn anew every time it is loaded. 0 = no augmentation.
+        rotate, scale, shear, translate: training augmentation, a random affine warp of each training image
+            (:func:`random_affine`): rotation up to ``rotate`` degrees, zoom by up to ``1 +/- scale``, horizontal
+            shear up to ``shear`` degrees, translation up to ``translate`` pixels (bilinear, background fill),
+            drawn anew every time it is loaded; applied after ``max_shift``. All 0 = no warp.
     """
 
     num_classes: int = 10
@@ -72,10 +113,18 @@ class DigitsDataModule(pl.LightningDataModule):
         seed: int = 0,
         normalize: bool = True,
         max_shift: int = 0,
+        rotate: float = 0.0,
+        scale: float = 0.0,
+        shear: float = 0.0,
+        translate: float = 0.0,
     ) -> None:
         super().__init__()
         if max_shift < 0 or max_shift > 3:
             raise ValueError(f"max_shift must be in [0, 3] pixels, got {max_shift}")
+        for name, value, high in (("rotate", rotate, 45.0), ("scale", scale, 0.5), ("shear", shear, 45.0),
+                                  ("translate", translate, 3.0)):
+            if not 0 <= value <= high:
+                raise ValueError(f"{name} must be in [0, {high:g}], got {value}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -95,6 +144,7 @@ class DigitsDataModule(pl.LightningDataModule):
         self.seed = seed
         self.normalize = normalize
         self.max_shift = max_shift
+        self.affine = (float(rotate), float(scale), float(shear), float(translate))
         self.datasets: dict[Split, TensorDataset] = {}
         self.indices: dict[Split, np.ndarray] = {}
 
@@ -142,8 +192,11 @@ class DigitsDataModule(pl.LightningDataModule):
 
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        collate = None
+        if split == "train" and any(self.affine):
+            collate = RandomAffineCollate(*self.affine, background=-1.0 if self.normalize else 0.0)
         return DataLoader(self._dataset(split), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (the order is fixed by ``seed`` for a fresh DataLoader)."""

@@ -24,6 +24,8 @@ class PerceiverTask(pl.LightningModule):
         model: the task model's config as a dict (the ``config`` of a ``save_pretrained``
             directory), or None to use ``preset``.
         preset: a preset name (``perceiver_io.list_models()``) when ``model`` is None.
+        overrides: the preset's keyword arguments, as ``create_model(preset, **overrides)`` takes
+            them (e.g. ``{"num_classes": 10}``, ``{"decoder": "average"}``).
         optimizer: ``"lamb"`` (official: global-norm clipping, Adam scaling, weight decay not on
             biases and norms, trust ratio) or ``"adamw"``.
         lr, weight_decay, betas, eps, max_grad_norm: optimiser settings (official defaults).
@@ -41,6 +43,7 @@ class PerceiverTask(pl.LightningModule):
         self,
         model: dict[str, Any] | None = None,
         preset: str | None = None,
+        overrides: dict[str, Any] | None = None,
         optimizer: str = "lamb",
         lr: float = 5e-4,
         weight_decay: float = 0.1,
@@ -58,7 +61,7 @@ class PerceiverTask(pl.LightningModule):
         check_choice("schedule", schedule, SCHEDULES)
         check_choice("optimizer", optimizer, ("lamb", "adamw"))
         self.save_hyperparameters()
-        self.model = self.build_model(model, preset)
+        self.model = self.build_model(model, preset, overrides)
         if activation_checkpointing:
             self.model.encoder.gradient_checkpointing = True
         # The compiled wrapper holds self.model again: keep it out of the module tree (plain attribute),
@@ -66,11 +69,15 @@ class PerceiverTask(pl.LightningModule):
         forward_model: nn.Module = torch.compile(self.model) if compile else self.model
         object.__setattr__(self, "forward_model", forward_model)
 
-    def build_model(self, model: dict[str, Any] | None, preset: str | None) -> PerceiverIO:
+    def build_model(
+        self, model: dict[str, Any] | None, preset: str | None, overrides: dict[str, Any] | None = None
+    ) -> PerceiverIO:
         if (model is None) == (preset is None):
             raise ValueError("model: give exactly one of model (a config dict) or preset (a name)")
+        if overrides and preset is None:
+            raise ValueError("overrides: only apply to a preset (set them in the model config instead)")
         if preset is not None:
-            model_class, config = model_config(preset)
+            model_class, config = model_config(preset, **(overrides or {}))
             built = model_class.from_config(config)
         else:
             built = self.model_class.from_config(PerceiverIOConfig.from_dict(model))  # type: ignore[arg-type]
