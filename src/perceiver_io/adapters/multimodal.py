@@ -168,10 +168,6 @@ class MultimodalOutputAdapter(OutputAdapter):
         points = context.subsampled_output_points
         return context.replace(inputs=inputs, subsampled_output_points=points.get(modality) if points else None)
 
-    def num_outputs(self, context: DecodeContext) -> dict[str, int]:
-        """Full output count of each modality for these inputs."""
-        return {m: a.num_outputs(self.modality_context(context, m)) for m, a in self.modalities.items()}
-
     def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> dict[str, Any]:
         points = context.subsampled_output_points
         if points is not None:
