@@ -151,13 +151,23 @@ def worker_main(measure: Callable[[dict], dict], spec_json: str) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
+def autorange(fn: Callable[[], Any], threads: int, max_run_time: float, min_run_time: float = 0.01) -> Any:
+    """``torch.utils.benchmark.Timer(...).adaptive_autorange`` of ``fn()``: after its warm-up, blocks of runs until
+    their IQR is under 10% of the median (at least 4 blocks and ``min_run_time`` s, at most ``max_run_time`` s)."""
+    from torch.utils.benchmark import Timer
+
+    timer = Timer("fn()", "gc.enable()", globals={"fn": fn, "gc": gc}, num_threads=threads)
+    return timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=max_run_time)
+
+
 def ok(outcome: dict | None) -> dict | None:
     """The result of an outcome that measured fine, else None."""
     return outcome["result"] if outcome is not None and outcome["status"] == "ok" else None
 
 
-def na(outcome: dict | None) -> str:
-    return "n/a" if outcome is None else f"n/a ({outcome['status']})"
+def na(outcome: dict | None, detail: bool = False) -> str:
+    """"n/a (STATUS)" of an outcome that did not measure (with its detail: for progress lines)."""
+    return "n/a" if outcome is None else f"n/a ({outcome['status']})" + (f" {outcome['detail']}" if detail else "")
 
 
 def build_transformers(head: str, config: dict[str, Any]) -> Any:
@@ -208,22 +218,28 @@ def environment(threads: int) -> dict[str, Any]:
     }
 
 
-def env_lines(env: dict[str, Any], o: dict[str, Any], limit: str, cpu_note: str = "") -> list[str]:
-    """The header lines of the worker-based reports (``limit``: what ``--row-timeout`` limits)."""
-    return [
-        f"- date: {env['date']}", f"- command: `{env['command']}`",
-        f"- torch {env['torch']}, transformers {env['transformers']}, python {env['python']}",
-        f"- CPU: {env['cpu']} ({env['cpu_count']} logical cores), torch threads: {env['threads']}{cpu_note}",
-        f"- memory available at start: {env['mem_available_gib']} GiB; worker memory cap "
-        f"{o['mem_cap_bytes'] / 2**30:.1f} GiB; {limit} {o['row_timeout_s']:.0f} s; load average at start: "
-        f"{env['load_average']}",
-    ]
+def env_lines(env: dict[str, Any], o: dict[str, Any] | None = None, limit: str = "", cpu_note: str = "") -> list[str]:
+    """The header lines of a report; with the worker options ``o``, their memory cap and time limit (``limit``:
+    what ``--row-timeout`` limits)."""
+    lines = [f"- date: {env['date']}; command: `{env['command']}`",
+             f"- torch {env['torch']}, transformers {env['transformers']}, python {env['python']}; CPU: {env['cpu']} "
+             f"({env['cpu_count']} logical cores), torch threads: {env['threads']}{cpu_note}; load average at start: "
+             f"{env['load_average']}"]
+    if o:
+        lines.append(f"- memory available at start: {env['mem_available_gib']} GiB; worker memory cap "
+                     f"{o['mem_cap_bytes'] / 2**30:.1f} GiB; {limit} {o['row_timeout_s']:.0f} s")
+    return lines
 
 
-def arg_parser(doc: str, row_timeout: float = 0.0) -> argparse.ArgumentParser:
-    """The options every script has (``--out``, ``--threads``, ``--from-json``) and, given the default
-    ``row_timeout``, those of the scripts with worker processes."""
+def arg_parser(doc: str, row_timeout: float = 0.0, quick: str = "",
+               rows: str = "comma-separated row names (default: all)") -> argparse.ArgumentParser:
+    """The options every script has (``--out``, ``--threads``, ``--from-json``), ``--quick`` and ``--rows`` given
+    their help, and, given the default ``row_timeout``, those of the scripts with worker processes."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    if quick:
+        parser.add_argument("--quick", action="store_true", help=quick)
+    if rows:
+        parser.add_argument("--rows", help=rows)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                         help="output folder (default: benchmarks/results)")
     parser.add_argument("--threads", type=int, default=THREADS, help=f"torch threads (default {THREADS})")
@@ -241,8 +257,9 @@ def arg_parser(doc: str, row_timeout: float = 0.0) -> argparse.ArgumentParser:
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None, render: Callable[[dict], str],
-          measure: Callable[[dict], dict] | None = None) -> argparse.Namespace | None:
-    """Parse the options; run a ``--worker`` or a ``--from-json`` re-render (then None)."""
+          measure: Callable[[dict], dict] | None = None, options: tuple[str, ...] = ()) -> argparse.Namespace | None:
+    """Parse the options; run a ``--worker`` or a ``--from-json`` re-render (then None). ``args.o``: the
+    ``options`` (with ``mem_cap_bytes``, ``default_malloc``, ``threads``, and ``quick`` when there) as a dict."""
     args = parser.parse_args(argv)
     if getattr(args, "worker", None):
         return worker_main(measure, args.worker)  # type: ignore[arg-type,func-returns-value]
@@ -253,6 +270,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, render: Calla
         raise SystemExit(f"--repeats: expected at least 1, got {args.repeats}")
     if hasattr(args, "mem_cap_gib"):
         args.mem_cap_bytes = int(args.mem_cap_gib * 2**30 if args.mem_cap_gib else 0.8 * mem_available_bytes())
+        options = ("quick", *options, "row_timeout_s", "mem_cap_bytes", "default_malloc", "threads")
+    args.o = {k: getattr(args, k) for k in options}
     return args
 
 

@@ -3,11 +3,10 @@
 The measurement behind :func:`perceiver_io.core.attention.use_fused_attention`: for the attention
 shapes of the ``vs_transformers.py`` rows, fp32 and bf16, forward (inference mode) and forward+backward,
 SDPA (default backend choice: flash where the head sizes are equal, else the math path) against
-:func:`perceiver_io.core.attention.unfused_attention`, 2 threads, each timed by
-``torch.utils.benchmark.Timer.adaptive_autorange`` (after its warm-up, blocks of runs until their IQR
-is under 10% of the median, at least 4 blocks, at most ``--max-run-time`` s; median per run; the
-paths take turns to go first). Lower ``unfused / SDPA`` = the plain path is faster; it stores the
-``[B, H, Nq, Nk]`` scores, the flash kernel does not, so the policy keeps SDPA where it is about as fast.
+:func:`perceiver_io.core.attention.unfused_attention`, 2 threads, each timed by :func:`_measure.autorange`
+(at most ``--max-run-time`` s; median per run; the paths take turns to go first). Lower ``unfused / SDPA`` =
+the plain path is faster; it stores the ``[B, H, Nq, Nk]`` scores, the flash kernel does not, so the policy
+keeps SDPA where it is about as fast.
 
 Usage: ``.venv/bin/python benchmarks/attention_cpu.py [--rows mlm-self,mlm-cross]`` (about a minute);
 writes ``<out>/attention_cpu.{md,json}``.
@@ -15,7 +14,7 @@ writes ``<out>/attention_cpu.{md,json}``.
 
 from __future__ import annotations
 
-import gc
+from functools import partial
 from typing import Any, Callable
 
 import _measure as m
@@ -38,7 +37,6 @@ SHAPES: list[dict[str, Any]] = [dict(zip(("name", "shape", "q", "k", "v"), s)) f
 def measure(shapes: list[dict[str, Any]], threads: int, max_run_time: float) -> list[dict[str, Any]]:
     import torch
     import torch.nn.functional as F
-    from torch.utils.benchmark import Timer
 
     from perceiver_io.core.attention import unfused_attention, use_fused_attention
 
@@ -58,9 +56,7 @@ def measure(shapes: list[dict[str, Any]], threads: int, max_run_time: float) -> 
         tensors = [torch.randn(s[x], generator=generator).to(dtype).requires_grad_(backward) for x in "qkv"]
         medians = {}
         for path in list(paths)[:: 1 if len(rows) % 2 == 0 else -1]:  # the paths take turns to go first
-            timer = Timer("step(attend, tensors, backward)", "gc.enable()", num_threads=threads, globals=dict(
-                step=step, attend=paths[path], tensors=tensors, backward=backward, gc=gc))
-            medians[path] = timer.adaptive_autorange(threshold=0.1, max_run_time=max_run_time).median
+            medians[path] = m.autorange(partial(step, paths[path], tensors, backward), threads, max_run_time).median
         rows.append({"shape": s["shape"], "dtype": str(dtype).removeprefix("torch."),
                      "mode": "fwd+bwd" if backward else "forward", "sdpa_ms": medians["sdpa"] * 1e3,
                      "unfused_ms": medians["unfused"] * 1e3, "ratio": medians["unfused"] / medians["sdpa"],
@@ -71,19 +67,14 @@ def measure(shapes: list[dict[str, Any]], threads: int, max_run_time: float) -> 
 
 
 def render(raw: dict[str, Any]) -> str:
-    env = raw["environment"]
     table = [[r["shape"], r["dtype"], r["mode"], f"{r['sdpa_ms']:.2f}", f"{r['unfused_ms']:.2f}", f"{r['ratio']:.2f}",
               r["policy"] + ("" if (r["policy"] == "unfused") == (r["ratio"] < 1) else " (slower here)")]
              for r in raw["rows"]]
     header = ["attention shape", "dtype", "mode", "SDPA ms", "unfused ms", "unfused / SDPA", "path the library takes"]
     return "\n\n".join([
         "# CPU attention: SDPA vs plain matmul-softmax-matmul",
-        "\n".join([
-            f"- date: {env['date']}; command: `{env['command']}`",
-            f"- torch {env['torch']}, python {env['python']}; CPU: {env['cpu']} ({env['cpu_count']} logical cores), "
-            f"torch threads: {env['threads']}; load average at start: {env['load_average']}",
-            f"- {raw.get('method', 'median of alternating runs after two warm-ups')}; method in the docstring of "
-            "`benchmarks/attention_cpu.py`", *m.rewritten(raw)]),
+        "\n".join([*m.env_lines(raw["environment"]), "- " + raw.get("method", "median of alternating runs after two "
+                   "warm-ups") + "; method in the docstring of `benchmarks/attention_cpu.py`", *m.rewritten(raw)]),
         m.markdown_table(header, table, left=(0, 1, 2, 6)),
         "- the library's CPU rule (`use_fused_attention`): SDPA for fp32 with equal q/v head sizes (flash kernel, "
         "no stored scores), the plain path otherwise. \"(slower here)\": the other path was faster in this run.",
@@ -91,12 +82,10 @@ def render(raw: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = m.arg_parser(__doc__)
-    parser.add_argument("--rows", help="comma-separated shapes (default: all): " + ",".join(s["name"] for s in SHAPES))
+    parser = m.arg_parser(__doc__, rows="comma-separated shapes (default: all): " + ",".join(s["name"] for s in SHAPES))
     parser.add_argument("--max-run-time", type=float, default=10.0,
                         help="seconds at most per path and cell (default 10; fewer when the spread is small)")
-    args = m.parse(parser, argv, render)
-    if args is None:
+    if (args := m.parse(parser, argv, render)) is None:
         return
     env = m.environment(args.threads)
     rows = measure(m.select_rows(SHAPES, args.rows), args.threads, args.max_run_time)

@@ -3,22 +3,21 @@
 A lower bound on the step time from its matrix products, against transformers in the same run, for
 each row of ``benchmarks/vs_transformers.py`` (same models, equal weights, inputs and loss):
 
-1. A ``TorchDispatchMode`` records every ``mm``, ``addmm``, ``bmm``, ``baddbmm`` of one fwd+bwd step
-   with its operands' sizes and strides and its wall time (ours with SDPA on the math backend, so the
-   attention products show up as GEMMs). **GEMM share** = time inside GEMMs / the step's time.
-2. Each round times one real step of each implementation (order alternates), then re-runs every
-   distinct (operator, operand layout) alone on random tensors of the same sizes and strides, best of
-   2-5 runs. The machine drifts by 10-30% from minute to minute, so every bound is divided by
-   transformers' step **of the same round**.
-3. ``own-rate bound`` = sum of the step's GEMMs' best times, everything else (softmax, LayerNorm, GELU,
-   copies, autograd, allocation) free; ``peak bound`` = the step's GEMM FLOPs at the best rate of any
-   of the row's products. Both use the smaller GEMM work of the two implementations.
+1. A ``TorchDispatchMode`` records every ``mm``, ``addmm``, ``bmm``, ``baddbmm`` of one fwd+bwd step with its
+   operands' sizes and strides and its wall time (ours with SDPA on the math backend, so the attention
+   products show up as GEMMs). **GEMM share** = time inside GEMMs / the step's time.
+2. Each round times one real step of each implementation (order alternates), then re-runs every distinct
+   (operator, operand layout) alone on random tensors of the same sizes and strides, best of 2-5 runs. The
+   machine drifts by 10-30% from minute to minute, so every bound is divided by transformers' step **of the
+   same round**.
+3. ``own-rate bound`` = sum of the step's GEMMs' best times, everything else (softmax, LayerNorm, GELU, copies,
+   autograd, allocation) free; ``peak bound`` = the step's GEMM FLOPs at the best rate of any of the row's
+   products. Both use the smaller GEMM work of the two implementations.
 
-``lowest ratio`` = bound / transformers' step: no fp32 implementation of this arithmetic on this
-machine can have a smaller ours/transformers ratio; the issue's target (1.5x faster) needs <= 0.667.
-
-Usage: ``.venv/bin/python benchmarks/gemm_bound.py [--rows mlm-512,image-64] [--repeats 3]`` (about
-10 minutes on 2 cores, the multimodal row most of it). Writes ``<out>/gemm_bound.{md,json}``.
+``lowest ratio`` = bound / transformers' step: no fp32 implementation of this arithmetic on this machine can
+have a smaller ours/transformers ratio; the issue's target (1.5x faster) needs <= 0.667. Usage:
+``.venv/bin/python benchmarks/gemm_bound.py [--rows mlm-512,image-64] [--repeats 3]`` (about 10 minutes on 2
+cores, the multimodal row most of it). Writes ``<out>/gemm_bound.{md,json}``.
 """
 
 from __future__ import annotations
@@ -141,7 +140,7 @@ def run_row(row: dict[str, Any], repeats: int, budget_s: float) -> dict[str, Any
 
 
 def render(raw: dict[str, Any]) -> str:
-    env, results, target, med = raw["environment"], raw["rows"], vt.TIME_TARGET, statistics.median
+    results, target, med = raw["rows"], vt.TIME_TARGET, statistics.median
     header = ["row", "transformers ms", "ours ms", "ours/transformers", "GEMM GFLOP (ours / transformers)",
               "GEMM share of the step (ours / transformers)", "lowest ratio: own-rate bound",
               "lowest ratio: peak bound", f"ratio <= {target:.3f} possible?"]
@@ -161,10 +160,7 @@ def render(raw: dict[str, Any]) -> str:
     return "\n\n".join([
         "# Lower bound on a fwd+bwd step from its GEMMs (CPU, fp32)",
         "\n".join([
-            f"- date: {env['date']}; command: `{env['command']}`",
-            f"- torch {env['torch']}, transformers {env['transformers']}, python {env['python']}; CPU: {env['cpu']} "
-            f"({env['cpu_count']} logical cores), torch threads: {env['threads']}; load average at start: "
-            f"{env['load_average']}",
+            *m.env_lines(raw["environment"]),
             "- best rate of large square fp32 products (GFLOP/s): "
             + ", ".join(f"{n}x{n}: {g:.0f}" for n, g in raw["square_peak_gflops"].items()),
             "- rows, models, inputs and loss: as in `benchmarks/vs_transformers.py` (equal weights); "
@@ -201,13 +197,11 @@ def render(raw: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = m.arg_parser(__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny versions of the rows (smoke check)")
-    parser.add_argument("--rows", help="comma-separated row names (default: all rows of vs_transformers.py)")
+    parser = m.arg_parser(__doc__, quick="tiny versions of the rows (smoke check)",
+                          rows="comma-separated row names (default: all rows of vs_transformers.py)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per row (default 3; fewer past --budget)")
     parser.add_argument("--budget", type=float, default=90.0, help="seconds of timed rounds per row (default 90)")
-    args = m.parse(parser, argv, render)
-    if args is None:
+    if (args := m.parse(parser, argv, render)) is None:
         return
     rows = m.select_rows(vt.QUICK_ROWS if args.quick else vt.ROWS, args.rows)
     torch.set_num_threads(args.threads)

@@ -1,28 +1,25 @@
 """Scaling benchmark of the Perceiver IO encoder and decoder on CPU: forward time and peak memory.
 
-(a) Encoder, ``PerceiverEncoder``, over M = 1k ... 64k inputs of width 261 with a latent stack reduced
-    for the CPU (see :data:`ENCODER_SETTINGS`), batch 1. Peer: transformers' ``PerceiverModel`` (no
-    pre-processor or decoder) at the same configuration with equal weights, copied through
+(a) Encoder, ``PerceiverEncoder``, over M = 1k ... 64k inputs of width 261 with a latent stack reduced for the
+    CPU (see :data:`ENCODER_SETTINGS`), batch 1. Peer: transformers' ``PerceiverModel`` (no pre-processor or
+    decoder) at the same configuration with equal weights, copied through
     ``perceiver_io.convert.transformers_names``; a check at M = 1k reports the largest difference.
-(b) Decoder, ``PerceiverDecoder`` with Fourier queries over a (16, 256, 256) grid, latents 256 x 512,
-    batch 1, over O = 1k ... 1M queries (the first O flat indices as ``subsampled_output_points``),
-    decoded with ``chunk_size=65536``. Peer: the same decoder one shot. Target: the chunked 1M decode
-    peaks at most 1.5x the memory of the one-shot 64k decode.
+(b) Decoder, ``PerceiverDecoder`` with Fourier queries over a (16, 256, 256) grid, latents 256 x 512, batch 1,
+    over O = 1k ... 1M queries (the first O flat indices as ``subsampled_output_points``), decoded with
+    ``chunk_size=65536``. Peer: the same decoder one shot. Target: the chunked 1M decode peaks at most 1.5x
+    the memory of the one-shot 64k decode.
 
-Every (size, implementation) row runs in a fresh worker process (method: ``benchmarks/_measure.py``),
-2 threads, under ``torch.inference_mode()``: build, a primer forward of 16 inputs or queries, then
-``torch.utils.benchmark.Timer.adaptive_autorange`` (after its warm-up, forwards until their IQR is under
-10% of the median, at least 4 and 1 s, at most ``--row-budget`` s): median time; memory = peak RSS -
-RSS before the warm-up. Rows during which other work took more than 0.3 cores are marked ``*``. After
-"n/a (memory)" or "n/a (time)" the larger sizes of that implementation are skipped.
-
-Usage: ``.venv/bin/python benchmarks/scaling.py`` (5-8 minutes on 2 cores; ``--quick``: encoder
-<= 8k, decoder <= 64k). Writes ``<out>/scaling.{md,json}`` (``scaling-quick.*`` with ``--quick``).
+Every (size, implementation) row runs in a fresh worker process (method: ``benchmarks/_measure.py``), 2
+threads, under ``torch.inference_mode()``: build, a primer forward of 16 inputs or queries, then
+:func:`_measure.autorange` of the forward (at least 1 s, at most ``--row-budget`` s): median time; memory =
+peak RSS - RSS before the warm-up. Rows during which other work took more than 0.3 cores are marked ``*``.
+After "n/a (memory)" or "n/a (time)" the larger sizes of that implementation are skipped. Usage:
+``.venv/bin/python benchmarks/scaling.py`` (5-8 minutes on 2 cores; ``--quick``: encoder <= 8k, decoder <=
+64k). Writes ``<out>/scaling.{md,json}`` (``scaling-quick.*`` with ``--quick``).
 """
 
 from __future__ import annotations
 
-import gc
 import time
 from typing import Any
 
@@ -42,16 +39,13 @@ PLURAL = {"input": "inputs", "query": "queries"}
 
 
 def measure_forward(forward: Any, budget_s: float) -> dict[str, Any]:
-    """Median time (``adaptive_autorange``, garbage collection on), peak extra memory from before the
-    warm-up, and the cores used meanwhile, of ``forward()``."""
+    """Median time (:func:`_measure.autorange`), peak extra memory from before the warm-up, and the cores used
+    meanwhile, of ``forward()``."""
     import torch
-    from torch.utils.benchmark import Timer
 
     before, was_reset = m.start_peak()
-    timer = Timer("forward()", "gc.enable()", globals={"forward": forward, "gc": gc},
-                  num_threads=torch.get_num_threads())
     c0, start = m.cpu_counters(), time.perf_counter()
-    timed = timer.adaptive_autorange(threshold=0.1, min_run_time=1.0, max_run_time=budget_s)
+    timed = m.autorange(forward, torch.get_num_threads(), budget_s, min_run_time=1.0)
     wall = time.perf_counter() - start
     own, other, steal = m.load(c0, m.cpu_counters(), wall)
     peak = m.peak_rss_bytes()
@@ -130,7 +124,7 @@ def run_part(part: str, sizes: list[int], o: dict[str, Any]) -> dict[str, dict[s
                 failed[0], result=None, wall_s=0.0, returncode=None, detail="skipped: a smaller size already failed",
             ) if failed else m.run_worker(__file__, spec, o, o["row_timeout_s"])
             r, load = ok(out), contention(out)
-            progress(f"[{part} {impl} {size_label(size)}] " + (f"{na(out)} {out['detail']}" if r is None else (
+            progress(f"[{part} {impl} {size_label(size)}] " + (na(out, True) if r is None else (
                 f"{r['median_s'] * 1e3:.1f} ms (median of {r['runs']}), +{r['extra_bytes'] / MIB:.1f} MiB "
                 f"peak, worker {out['wall_s']:.1f} s, other load {'?' if load is None else f'{load:.2f}'} cores")))
     return results
@@ -254,12 +248,9 @@ def render(raw: dict[str, Any]) -> str:
             f"- **{name} = {big['extra_bytes'] / MIB:.1f} MiB / "  # type: ignore[index]
             f"{ref['extra_bytes'] / MIB:.1f} MiB = {target['ratio']:.2f}x -> {'PASS' if target['pass'] else 'FAIL'}** "
             f"(target <= {MEMORY_TARGET}x)",
-            scaling_line("encoder (ours)", enc["ours"], "input"),
-            scaling_line("encoder (transformers)", enc["transformers"], "input"),
-            peer_line("encoder ours/transformers", enc["ours"], enc["transformers"]),
-            scaling_line("decoder chunked", dec["chunked"], "query"),
-            scaling_line("decoder one-shot", dec["one-shot"], "query"),
-            peer_line("decoder chunked/one-shot", dec["chunked"], dec["one-shot"]),
+            *[line for part, unit, (a, b) in (("encoder", "input", enc.items()), ("decoder", "query", dec.items()))
+              for line in (scaling_line(f"{part} {a[0]}", a[1], unit), scaling_line(f"{part} {b[0]}", b[1], unit),
+                           peer_line(f"{part} {a[0]}/{b[0]}", a[1], b[1]))],
             "- (the lines above leave out rows marked *)",
             "- rows not measured: " + ("; ".join(bad) if bad else "none"),
             "- other load during timed forwards: unknown" if not loads else
@@ -271,19 +262,16 @@ def render(raw: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = m.arg_parser(__doc__, row_timeout=300.0)
-    parser.add_argument("--quick", action="store_true", help="encoder up to 8k, decoder up to 64k (smoke check)")
+    parser = m.arg_parser(__doc__, 300.0, quick="encoder up to 8k, decoder up to 64k (smoke check)", rows="")
     parser.add_argument("--row-budget", dest="row_budget_s", type=float, default=40.0,
                         help="seconds of timed forwards per row at most (default 40)")
-    args = m.parse(parser, argv, render, measure)
-    if args is None:
+    if (args := m.parse(parser, argv, render, measure, ("row_budget_s",))) is None:
         return
-    started, o = time.monotonic(), {k: getattr(args, k) for k in (
-        "quick", "row_budget_s", "row_timeout_s", "mem_cap_bytes", "default_malloc", "threads")}
+    started, o = time.monotonic(), args.o
     env = m.environment(args.threads)
     progress("[check] equal-weights check (encoder, M=1k) ...")
     check = m.run_worker(__file__, {"part": "check"}, o, o["row_timeout_s"])
-    progress(f"[check] {check['result'] if check['status'] == 'ok' else na(check) + ' ' + check['detail']}")
+    progress(f"[check] {check['result'] if check['status'] == 'ok' else na(check, True)}")
     enc = run_part("encoder", ENCODER_SIZES[:4] if args.quick else ENCODER_SIZES, o)
     dec = run_part("decoder", DECODER_SIZES[:4] if args.quick else DECODER_SIZES, o)
     big, ref = ok(dec["chunked"].get(str(DECODER_SIZES[-1]))), ok(dec["one-shot"].get(str(CHUNK_SIZE)))

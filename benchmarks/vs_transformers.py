@@ -1,27 +1,27 @@
 """Speed and memory of perceiver_io against transformers' Perceiver heads on CPU, at equal weights.
 
 Each row builds a transformers head with seeded random weights and converts it with
-``perceiver_io.convert.from_transformers`` (the largest output difference on the primer inputs is
-reported). ``forward``: eval, ``torch.inference_mode()``. ``fwd+bwd``: train mode (dropout 0), loss =
-sum over the outputs of ``mean(output ** 2)``, backward; gradients set to None after each step,
-outside the timed region. Rows: ``mlm-2048`` (transformers decodes all 2048 position queries, ours
-the 512 that exist), ``mlm-512`` (equal work), ``image-64``, ``multimodal-200k`` (ours one shot, "ours
-chunked" = the same forward with ``output_chunk_size=65536``, transformers); see ``row_description``.
+``perceiver_io.convert.from_transformers`` (the largest output difference on the primer inputs is reported).
+``forward``: eval, ``torch.inference_mode()``. ``fwd+bwd``: train mode (dropout 0), loss = sum over the outputs of
+``mean(output ** 2)``, backward; gradients set to None after each step, outside the timed region. Rows: ``mlm-2048``
+(transformers decodes all 2048 position queries, ours the 512 that exist), ``mlm-512`` (equal work), ``image-64``,
+``multimodal-200k`` (ours one shot, "ours chunked" = the same forward with ``output_chunk_size=65536``,
+transformers); see ``row_description``.
 
-* Memory (method: ``benchmarks/_measure.py``): one fresh worker per (row, implementation, mode):
-  build, one primer step (the multimodal row's with 16 video and 4 audio points), then one full
-  step; memory = peak RSS - RSS before it (fwd+bwd includes the fresh gradients).
-* Time: one worker per row alternates its implementations (same weights and inputs), glibc's default
-  malloc: round ``i`` runs each once, in an order rotated by ``i``, after one untimed warm-up step
-  each (the full step when a round is estimated under 30 s, else the primer). Median over k rounds,
-  k = ``--repeats`` lowered so a mode's rounds take about ``--mode-budget`` s, at least 2. A round of
-  >= 0.2 s in which it or one of its steps saw more than 0.3 other cores is disturbed and left out
-  of the median (all rounds count, marked ``*``, when none was undisturbed).
+* Memory (method: ``benchmarks/_measure.py``): one fresh worker per (row, implementation, mode): build, one primer
+  step (the multimodal row's with 16 video and 4 audio points), then one full step; memory = peak RSS - RSS
+  before it (fwd+bwd includes the fresh gradients).
+* Time: one worker per row alternates its implementations (same weights and inputs), glibc's default malloc:
+  round ``i`` runs each once, in an order rotated by ``i``, after one untimed warm-up step each (the full step
+  when a round is estimated under 30 s, else the primer). Median over k rounds, k = ``--repeats`` lowered so a
+  mode's rounds take about ``--mode-budget`` s, at least 2. A round of >= 0.2 s in which it or one of its steps
+  saw more than 0.3 other cores is disturbed and left out of the median (all rounds count, marked ``*``, when
+  none was undisturbed).
 * Targets (the project's issue): fwd+bwd time ratio <= 0.667 and peak memory ratio <= 1.0 (forward: memory only).
 
-``--precision bf16``: forward and loss of both under CPU bf16 autocast. ``--profile ROWS`` instead
-writes a ``torch.profiler`` breakdown of one fwd+bwd step per implementation. About 20 minutes on 2
-cores (``--quick``: tiny rows, 3-5 minutes). Writes ``<out>/vs_transformers{-quick}{-bf16}.{md,json}``.
+``--precision bf16``: forward and loss of both under CPU bf16 autocast. ``--profile ROWS`` instead writes a
+``torch.profiler`` breakdown of one fwd+bwd step per implementation. About 20 minutes on 2 cores (``--quick``: tiny
+rows, 3-5 minutes). Writes ``<out>/vs_transformers{-quick}{-bf16}.{md,json}``.
 """
 
 from __future__ import annotations
@@ -220,19 +220,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-PROFILE_CATEGORIES = {
-    "GEMM (mm, addmm, bmm, baddbmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
-    "softmax + its backward": ("aten::_softmax", "aten::_softmax_backward_data"),
-    "fused SDPA (flash, CPU) + backward": (
-        "aten::_scaled_dot_product_flash_attention_for_cpu",
-        "aten::_scaled_dot_product_flash_attention_for_cpu_backward"),
-    "SDPA math-path extras (isneginf, all, where)": ("aten::isneginf", "aten::all", "aten::where"),
-    "copies (copy_, clone)": ("aten::copy_", "aten::clone"),
-    "LayerNorm + backward": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
-    "GELU + backward": ("aten::gelu", "aten::gelu_backward"),
-    "sum (bias grads, reductions)": ("aten::sum",),
-    "mul / div (scaling, masks)": ("aten::mul", "aten::div", "aten::mul_", "aten::div_"),
-    "add / add_ (residuals, grad accumulation)": ("aten::add", "aten::add_"),
+PROFILE_CATEGORIES = {  # operator group: its aten operators
+    "GEMM (mm, addmm, bmm, baddbmm)": "mm addmm bmm baddbmm",
+    "softmax + its backward": "_softmax _softmax_backward_data",
+    "fused SDPA (flash, CPU) + backward": "_scaled_dot_product_flash_attention_for_cpu "
+                                          "_scaled_dot_product_flash_attention_for_cpu_backward",
+    "SDPA math-path extras (isneginf, all, where)": "isneginf all where",
+    "copies (copy_, clone)": "copy_ clone",
+    "LayerNorm + backward": "native_layer_norm native_layer_norm_backward",
+    "GELU + backward": "gelu gelu_backward",
+    "sum (bias grads, reductions)": "sum",
+    "mul / div (scaling, masks)": "mul div mul_ div_",
+    "add / add_ (residuals, grad accumulation)": "add add_",
 }
 
 
@@ -246,13 +245,11 @@ def profile(rows: list[dict[str, Any]], out_path: Path, threads: int) -> None:
     sections = [
         f"# torch.profiler: one fwd+bwd step per implementation, {threads} thread(s), "
         f"{rows[0].get('precision', 'fp32') if rows else 'fp32'}, after one warm-up step\n\n"
-        f"- date: {env['date']}; command: `{env['command']}`; torch {env['torch']}, transformers "
-        f"{env['transformers']}; CPU: {env['cpu']}; load average at start: {env['load_average']}\n"
-        "- one profiled step per implementation, run one after the other (not alternated): compare the\n"
-        "  composition (each operator group's share), not the totals, which drift by up to ~10% from minute to\n"
-        "  minute on a shared machine; for the ratios see vs_transformers.md. One thread keeps per-operator\n"
-        "  times less distorted by other load (with two threads on a busy machine every synchronising operator\n"
-        "  stalls; \"other processes\" below says how busy the machine was)."]
+        + "\n".join(m.env_lines(env)) + "\n- one profiled step per implementation, run one after the other (not "
+        "alternated): compare the composition (each operator group's share), not the totals, which drift by up to ~10% "
+        "from minute to minute on a shared machine; for the ratios see vs_transformers.md. One thread keeps "
+        "per-operator times less distorted by other load (with two threads on a busy machine every synchronising "
+        "operator stalls; \"other processes\" below says how busy the machine was)."]
     for row in rows:
         impls = [i for i in row_impls(row) if i != CHUNKED]
         case, details, cats = set_mode(build_case(row, impls), "fwd+bwd"), [], {}
@@ -261,7 +258,8 @@ def profile(rows: list[dict[str, Any]], out_path: Path, threads: int) -> None:
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
                 run = timed_step(case, impl, "fwd+bwd", case.inputs)
             self_ms = {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}
-            cats[impl] = {cat: sum(self_ms.get(k, 0.0) for k in keys) for cat, keys in PROFILE_CATEGORIES.items()}
+            cats[impl] = {cat: sum(self_ms.get(f"aten::{op}", 0.0) for op in ops.split())
+                          for cat, ops in PROFILE_CATEGORIES.items()}
             cats[impl]["everything else"] = sum(self_ms.values()) - sum(cats[impl].values())
             details += ["", f"### {impl}: step {run['s'] * 1e3:.0f} ms under the profiler (other processes: "
                         f"{run['other_cores']:.2f} cores)", "", prof.key_averages().table(
@@ -288,7 +286,7 @@ def run_row(row: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:
         for impl in row_impls(row):
             spec = {"part": "memory", "row": row, "impl": impl, "mode": mode}
             out = memory[mode][impl] = m.run_worker(__file__, spec, o, o["row_timeout_s"])
-            progress(f"[{row['name']} {mode} {impl}] " + (f"{na(out)} {out['detail']}" if not ok(out) else
+            progress(f"[{row['name']} {mode} {impl}] " + (na(out, True) if not ok(out) else
                      f"+{out['result']['extra_bytes'] / MIB:.1f} MiB, step {out['result']['step_s']:.2f} s"))
     impls = {mode: [i for i in row_impls(row) if ok(memory[mode][i])] for mode in MODES}
     per_round = {mode: max(sum(memory[mode][i]["result"]["step_s"] for i in impls[mode]), 1e-6) for mode in MODES}
@@ -302,7 +300,7 @@ def run_row(row: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:
     progress(f"[{row['name']}] timing: rounds {rounds}, estimated {estimate:.0f} s ...")
     timing = m.run_worker(__file__, spec, o, timeout, fixed_malloc=False)  # glibc's default malloc
     r = ok(timing)
-    progress(f"[{row['name']}] timing: " + (f"{na(timing)} {timing['detail']}" if r is None else f"check "
+    progress(f"[{row['name']}] timing: " + (na(timing, True) if r is None else f"check "
              f"{r['max_abs_diff']}; " + "; ".join(f"{mode} {impl} {c['median_s'] * 1e3:.0f} ms" for mode, cells in
                                                    r["modes"].items() for impl, c in cells.items())))
     return {"row": row, "timing_spec": spec, "memory": memory, "timing": timing}
@@ -442,21 +440,17 @@ def render(raw: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = m.arg_parser(__doc__, row_timeout=600.0)
-    parser.add_argument("--quick", action="store_true", help="tiny versions of every row (smoke check)")
-    parser.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    parser = m.arg_parser(__doc__, 600.0, quick="tiny versions of every row (smoke check)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed rounds per mode (default 5; fewer past --mode-budget)")
     parser.add_argument("--mode-budget", dest="mode_budget_s", type=float, default=60.0,
                         help="seconds of timed rounds per row and mode, estimated from the memory workers (default 60)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32 (default) or bf16: both implementations under CPU bf16 autocast (writes *-bf16.*)")
-    parser.add_argument("--profile", metavar="ROWS", default=None,
+    parser.add_argument("--profile", metavar="ROWS",
                         help="profile one fwd+bwd step per implementation of the comma-separated ROWS instead")
-    parser.add_argument("--profile-threads", type=int, default=None,
-                        help="torch threads for --profile (default --threads)")
-    args = m.parse(parser, argv, render, measure)
-    if args is None:
+    parser.add_argument("--profile-threads", type=int, help="torch threads for --profile (default --threads)")
+    if (args := m.parse(parser, argv, render, measure, ("repeats", "mode_budget_s"))) is None:
         return
     rows = [dict(row, precision=args.precision) if args.precision != "fp32" else row
             for row in (QUICK_ROWS if args.quick else ROWS)]
@@ -464,9 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile:
         return profile(m.select_rows(rows, args.profile, "--profile"), args.out / f"{stem}.profile.txt",
                        args.profile_threads or args.threads)
-    started = time.monotonic()
-    o = {k: getattr(args, k) for k in (
-        "quick", "repeats", "mode_budget_s", "row_timeout_s", "mem_cap_bytes", "default_malloc", "threads")}
+    started, o = time.monotonic(), args.o
     env = dict(m.environment(args.threads), precision=args.precision)
     results = [run_row(row, o) for row in m.select_rows(rows, args.rows)]
     m.finish(args.out, stem, dict(environment=env, options=o, rows=results, wall_s=time.monotonic() - started), render)
