@@ -111,3 +111,15 @@ def test_fourier_follows_module_device_and_dtype():
     enc = FourierPositionEncoding((4, 4), 2).double()
     assert enc(1).dtype == torch.float64
     assert enc(1, torch.tensor([1, 2])).dtype == torch.float64
+
+
+def test_fourier_features_follow_the_grid_and_cache_a_few_grids_only():
+    from perceiver_io.core.position import _MAX_CACHED_GRIDS, FourierPositionEncoding, fourier_features, grid_positions
+
+    enc = FourierPositionEncoding((4, 5), num_bands=3, max_resolution=(8, 8))
+    for h in range(2, 2 + 2 * _MAX_CACHED_GRIDS):
+        got = enc(1, index_dims=(h, 5))[0]
+        torch.testing.assert_close(got, fourier_features(grid_positions((h, 5)), 3, (8, 8)))
+    assert len(enc._cache) == _MAX_CACHED_GRIDS  # bounded, whatever sizes come in
+    enc(1, index_dims=(2 * _MAX_CACHED_GRIDS, 5))  # a hit moves that grid to the most recent end
+    assert next(reversed(enc._cache))[2] == (2 * _MAX_CACHED_GRIDS, 5)

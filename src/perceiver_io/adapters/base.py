@@ -162,9 +162,15 @@ class QueryingOutputAdapter(OutputAdapter):
         else:
             indices = check_indices(name, indices, num_outputs).to(latents.device)
         wrap = wrap_queries or (lambda q: q)
+        total = indices.numel()
+
+        def chunk_queries(start: int, end: int) -> torch.Tensor:
+            # The whole grid in one piece: indices None, so a Fourier query's full-grid cache serves it.
+            whole = not subsampled and start == 0 and end == total
+            return wrap(self.queries(context, None if whole else indices[start:end], subsampled))
+
         projected = decoder.decode_in_chunks(
-            lambda start, end: wrap(self.queries(context, indices[start:end], subsampled)),
-            latents, indices.numel(), context.output_chunk_size or max(indices.numel(), 1), project=self.project,
+            chunk_queries, latents, total, context.output_chunk_size or max(total, 1), project=self.project
         )
         return self(projected, context)
 

@@ -24,6 +24,9 @@ from .validation import check_choice, check_positive, check_tensor
 # Full-grid features up to this size are kept between calls (an ImageNet grid is 13M floats);
 # a decoder's grid of a million points is recomputed instead of pinned in memory.
 _MAX_CACHED_ELEMENTS = 16 * 2**20
+# Inputs of many sizes (any-resolution inference) must not pin one grid's features each: keep the
+# most recently used few.
+_MAX_CACHED_GRIDS = 4
 
 
 def grid_positions(
@@ -286,7 +289,11 @@ class FourierPositionEncoding(PositionEncoding):
             if enc is None:
                 enc = self.features(grid_positions(dims, device=device), dims).to(dtype)
                 if enc.numel() <= _MAX_CACHED_ELEMENTS:
+                    if len(self._cache) >= _MAX_CACHED_GRIDS:
+                        self._cache.pop(next(iter(self._cache)))  # the least recently used
                     self._cache[key] = enc
+            else:
+                self._cache[key] = self._cache.pop(key)  # now the most recently used
         else:
             indices = indices.to(device)
             pos = subsampled_positions(dims, indices) if subsampled else grid_positions(dims, indices, device=device)

@@ -13,28 +13,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 Split = Literal["train", "val", "test"]
-
-
-class RandomShift(Dataset):
-    """Wraps a dataset of ``(image [C, H, W], label)``: each image is translated by a random integer offset
-    in ``[-max_shift, max_shift]`` per axis, with ``background`` filling the uncovered border."""
-
-    def __init__(self, dataset: Dataset, max_shift: int, background: float) -> None:
-        self.dataset, self.max_shift, self.background = dataset, max_shift, background
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.dataset[index]
-        s = self.max_shift
-        h, w = image.shape[-2:]
-        padded = F.pad(image, (s, s, s, s), value=self.background)
-        dy, dx = torch.randint(0, 2 * s + 1, (2,)).tolist()
-        return padded[..., dy : dy + h, dx : dx + w], label
 
 
 def random_affine(
@@ -92,12 +73,10 @@ class DigitsDataModule(pl.LightningDataModule):
         test_fraction: fraction of all images held out for testing, in (0, 1).
         seed: seeds the split and the training shuffle.
         normalize: scale pixels to [-1, 1] (else [0, 1]).
-        max_shift: training augmentation: shift each training image by up to this many pixels in each
-            direction (background fill), drawn anew every time it is loaded. 0 = no augmentation.
         rotate, scale, shear, translate: training augmentation, a random affine warp of each training image
             (:func:`random_affine`): rotation up to ``rotate`` degrees, zoom by up to ``1 +/- scale``, horizontal
             shear up to ``shear`` degrees, translation up to ``translate`` pixels (bilinear, background fill),
-            drawn anew every time it is loaded; applied after ``max_shift``. All 0 = no warp.
+            drawn anew every time it is loaded. All 0 = no augmentation.
     """
 
     num_classes: int = 10
@@ -112,15 +91,12 @@ class DigitsDataModule(pl.LightningDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         normalize: bool = True,
-        max_shift: int = 0,
         rotate: float = 0.0,
         scale: float = 0.0,
         shear: float = 0.0,
         translate: float = 0.0,
     ) -> None:
         super().__init__()
-        if max_shift < 0 or max_shift > 3:
-            raise ValueError(f"max_shift must be in [0, 3] pixels, got {max_shift}")
         for name, value, high in (("rotate", rotate, 45.0), ("scale", scale, 0.5), ("shear", shear, 45.0),
                                   ("translate", translate, 3.0)):
             if not 0 <= value <= high:
@@ -143,7 +119,6 @@ class DigitsDataModule(pl.LightningDataModule):
         self.test_fraction = test_fraction
         self.seed = seed
         self.normalize = normalize
-        self.max_shift = max_shift
         self.affine = (float(rotate), float(scale), float(shear), float(translate))
         self.datasets: dict[Split, TensorDataset] = {}
         self.indices: dict[Split, np.ndarray] = {}
@@ -183,19 +158,13 @@ class DigitsDataModule(pl.LightningDataModule):
             t = torch.from_numpy(self.indices[split])
             self.datasets[split] = TensorDataset(pixels[t].contiguous(), targets[t].contiguous())
 
-    def _dataset(self, split: Split) -> Dataset:
-        self.setup()
-        if split == "train" and self.max_shift:
-            background = -1.0 if self.normalize else 0.0
-            return RandomShift(self.datasets[split], self.max_shift, background)
-        return self.datasets[split]
-
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         collate = None
         if split == "train" and any(self.affine):
             collate = RandomAffineCollate(*self.affine, background=-1.0 if self.normalize else 0.0)
-        return DataLoader(self._dataset(split), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+        self.setup()
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
