@@ -93,6 +93,30 @@ def test_quick_digits_section(quick_demo):
     assert "test accuracy" in printed and "RBF SVM" in printed
 
 
+def test_quick_unit_sets_section(quick_demo):
+    out, printed = quick_demo
+    folder = out / "unit-sets"
+    for name in ("scene.png", "flops.png", "learning_curves.png", "model/config.json", "model/model.safetensors",
+                 "logs/perceiver/metrics.csv", "logs/transformer/metrics.csv"):
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["reloaded_predictions_identical"] is True
+    assert metrics["test_scenes"] == 512 and metrics["test_units"] > 512 * 8
+    flops = {name: metrics["models"][name]["flops_per_example"] for name in ("perceiver", "transformer")}
+    for name, model in metrics["models"].items():
+        assert model["steps"] == demo.unit_sets.QUICK_STEPS and 0.0 <= model["pointer_accuracy"] <= 1.0
+    # linear against quadratic, even untrained: doubling 256 -> 512 units
+    assert flops["perceiver"]["512"] / flops["perceiver"]["256"] < 2.2 < flops["transformer"]["512"] / flops["transformer"]["256"]
+    # the heuristics are computed on the real test scenes (not trained): fixed numbers of the generator
+    heuristics = metrics["heuristics"]
+    assert 0.3 < heuristics["nearest"] < 0.6 and 0.15 < heuristics["fastest_kill"] < 0.45
+    assert 0.05 < heuristics["random"] < 0.15 and 0.5 <= heuristics["majority"] < 0.6
+    assert "heuristic: the nearest enemy" in printed
+    model = from_pretrained(folder / "model")
+    inputs = {"continuous": torch.rand(1, 5, 3), "categorical": torch.zeros(1, 5, 2, dtype=torch.long)}
+    assert model(inputs).pointer_logits.shape == (1, 5, 5)
+
+
 def _fake_section(name: str, calls: list[str]) -> Section:
     def run(out: Path, quick: bool) -> SectionResult:
         import matplotlib
@@ -212,3 +236,17 @@ def test_digits_average_model_is_the_class_query_model_but_its_decoder():
     for part in ("input_adapter", "encoder", "output_adapter"):
         assert average_config[part] == main_config[part], part
     assert average_config["decoder"]["type"] == "average_decoder"
+
+
+@pytest.mark.parametrize("name", ["perceiver", "transformer"])
+def test_unit_sets_config_files_are_the_demo_recipe(name):
+    import yaml
+
+    from perceiver_io.demo.unit_sets import MODELS, UNIT_SETS_DATA, UNIT_SETS_STEPS, VAL_EVERY
+
+    config = yaml.safe_load((CONFIGS.parent / "unit_sets" / f"{name}.yaml").read_text())
+    assert config["model"] == MODELS[name][2]
+    data = config["data"]["init_args"]
+    assert data == {**UNIT_SETS_DATA, "num_train": UNIT_SETS_STEPS * UNIT_SETS_DATA["batch_size"]}
+    assert config["trainer"]["max_epochs"] == 1 and config["trainer"]["val_check_interval"] == VAL_EVERY
+    assert config["seed_everything"] == demo.unit_sets.SEED

@@ -20,6 +20,7 @@ from .multimodal import (
     MultimodalOutputAdapter,
     MultimodalOutputAdapterConfig,
 )
+from .sets import SetInputAdapter, SetInputAdapterConfig, SetOutputAdapter, SetOutputAdapterConfig, SetOutputs
 from .text import TextInputAdapter, TextInputAdapterConfig, TiedEmbeddingOutputAdapter, TiedEmbeddingOutputAdapterConfig
 from .video import VideoInputAdapter, VideoInputAdapterConfig, VideoOutputAdapter, VideoOutputAdapterConfig
 
@@ -30,7 +31,8 @@ __all__ = [
     "ImageInputAdapter", "ImageInputAdapterConfig", "InputAdapter", "InputAdapterConfig",
     "LabelInputAdapter", "LabelInputAdapterConfig", "MultimodalInputAdapter", "MultimodalInputAdapterConfig",
     "MultimodalOutputAdapter", "MultimodalOutputAdapterConfig", "OutputAdapter", "OutputAdapterConfig",
-    "QueryingOutputAdapter", "TextInputAdapter", "TextInputAdapterConfig", "TiedEmbeddingOutputAdapter",
+    "QueryingOutputAdapter", "SetInputAdapter", "SetInputAdapterConfig", "SetOutputAdapter",
+    "SetOutputAdapterConfig", "SetOutputs", "TextInputAdapter", "TextInputAdapterConfig", "TiedEmbeddingOutputAdapter",
     "TiedEmbeddingOutputAdapterConfig", "VideoInputAdapter", "VideoInputAdapterConfig", "VideoOutputAdapter",
     "VideoOutputAdapterConfig",
 ]

@@ -108,11 +108,26 @@ class MultimodalInputAdapter(InputAdapter):
             raise ValueError(f"inputs: every modality needs the same batch size, got { {m: t.shape[0] for m, t in tokens.items()} }")
         return tokens
 
-    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+    def forward(self, inputs: dict[str, Any], mask_probs: dict[str, float] | None = None) -> torch.Tensor:
+        """``inputs`` -> ``[B, M, C]``. ``mask_probs`` overrides the config's masking probabilities for
+        this call (``{"label": 1.0}`` hides the label to classify; ``{"label": 0.0}`` shows it); only
+        modalities that have a mask token (those named in the config's ``mask_probs``) can be masked."""
+        probs = dict(self.config.mask_probs)
+        if mask_probs:
+            unknown = sorted(set(mask_probs) - set(self.mask_token))
+            if unknown:
+                raise ValueError(
+                    f"mask_probs: {unknown} have no mask token; maskable modalities are {sorted(self.mask_token)} "
+                    "(those in the config's mask_probs)"
+                )
+            for m, p in mask_probs.items():
+                if not 0.0 <= p <= 1.0:
+                    raise ValueError(f"mask_probs: probability for {m!r} must be in [0, 1], got {p}")
+            probs.update(mask_probs)
         parts = []
         for m, x in self.modality_tokens(inputs).items():
             x = _pad(x, self.padding[m])
-            p = self.config.mask_probs.get(m, 0.0)
+            p = probs.get(m, 0.0)
             if p > 0.0:
                 b, n, _ = x.shape
                 mask = torch.bernoulli(torch.full((b, n, 1), p, device=x.device, dtype=x.dtype))

@@ -19,12 +19,14 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import digits
+from . import digits, multimodal, unit_sets
 from .report import print_section, print_totals, write_index
 from .section import Picture, Section, SectionResult
 
 SECTIONS: list[Section] = [
     digits.SECTION,
+    multimodal.SECTION,
+    unit_sets.SECTION,
 ]
 """Every section, in the order ``perceiver-io demo`` runs them and the page shows them."""
 

@@ -5,9 +5,11 @@ from .flow import OpticalFlow
 from .image import ImageClassifier
 from .language import MaskedLanguageModel, TextClassifier
 from .multimodal import MultimodalAutoencoder
+from .sets import SetPerceiverIO, SetTransformerBaseline, SetTransformerConfig
 from . import presets  # registers the presets
 
 __all__ = [
-    "ImageClassifier", "MaskedLanguageModel", "MultimodalAutoencoder", "OpticalFlow", "TextClassifier",
+    "ImageClassifier", "MaskedLanguageModel", "MultimodalAutoencoder", "OpticalFlow", "SetPerceiverIO", "SetTransformerBaseline",
+    "SetTransformerConfig", "TextClassifier",
     "create_model", "get_preset", "list_models", "model_config", "preset", "presets",
 ]

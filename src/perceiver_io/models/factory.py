@@ -1,8 +1,9 @@
 """Named presets and the factory: ``create_model(name, **overrides)``, ``list_models()`` (timm's convention).
 
-A preset is a function that returns a :class:`~perceiver_io.perceiver.PerceiverIOConfig`; its
-keyword arguments are the overrides it accepts. It is registered with the task model class
-that it builds: ``@preset("imagenet_fourier", ImageClassifier)``.
+A preset is a function that returns the config of the model class it is registered with (a
+:class:`~perceiver_io.perceiver.PerceiverIOConfig` for every Perceiver IO, a baseline's own config
+otherwise); its keyword arguments are the overrides it accepts:
+``@preset("imagenet_fourier", ImageClassifier)``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..perceiver import PerceiverIO, PerceiverIOConfig
+from torch import nn
+
+from ..core.config import Config
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
-    model_class: type[PerceiverIO]
-    make_config: Callable[..., PerceiverIOConfig]
+    model_class: type[nn.Module]
+    make_config: Callable[..., Config]
 
     @property
     def description(self) -> str:
@@ -29,10 +32,10 @@ class Preset:
 _PRESETS: dict[str, Preset] = {}
 
 
-def preset(name: str, model_class: type[PerceiverIO]) -> Callable[[Callable[..., PerceiverIOConfig]], Callable[..., PerceiverIOConfig]]:
+def preset(name: str, model_class: type[nn.Module]) -> Callable[[Callable[..., Config]], Callable[..., Config]]:
     """Decorator: register a config function as the preset ``name`` building ``model_class``."""
 
-    def decorate(make_config: Callable[..., PerceiverIOConfig]) -> Callable[..., PerceiverIOConfig]:
+    def decorate(make_config: Callable[..., Config]) -> Callable[..., Config]:
         if name in _PRESETS:
             raise ValueError(f"preset {name!r} is already registered")
         _PRESETS[name] = Preset(name, model_class, make_config)
@@ -53,7 +56,7 @@ def get_preset(name: str) -> Preset:
     return _PRESETS[name]
 
 
-def model_config(name: str, **overrides: Any) -> tuple[type[PerceiverIO], PerceiverIOConfig]:
+def model_config(name: str, **overrides: Any) -> tuple[type[nn.Module], Config]:
     """The task model class and config of preset ``name`` with ``overrides`` (no weights built)."""
     entry = get_preset(name)
     accepted = inspect.signature(entry.make_config).parameters
@@ -63,9 +66,9 @@ def model_config(name: str, **overrides: Any) -> tuple[type[PerceiverIO], Percei
     return entry.model_class, entry.make_config(**overrides)
 
 
-def create_model(name: str, **overrides: Any) -> PerceiverIO:
+def create_model(name: str, **overrides: Any) -> Any:
     """Build preset ``name`` (freshly initialised, official initialisers) with ``overrides``, e.g.
     ``create_model("imagenet_fourier", num_classes=10)``. Load official weights with
     :func:`perceiver_io.convert.from_haiku`."""
     model_class, config = model_config(name, **overrides)
-    return model_class.from_config(config)
+    return model_class.from_config(config)  # type: ignore[attr-defined]

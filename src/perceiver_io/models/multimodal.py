@@ -8,6 +8,7 @@ from ..adapters.base import DecodeContext
 from ..adapters.multimodal import MultimodalInputAdapter, MultimodalOutputAdapter
 from ..core.decoder import PerceiverDecoder
 from ..core.registry import register
+from ..core.validation import check_positive
 from ..perceiver import PerceiverIO, PerceiverIOConfig
 
 
@@ -31,21 +32,29 @@ class MultimodalAutoencoder(PerceiverIO):
         inputs: dict[str, torch.Tensor],
         subsampled_output_points: dict[str, torch.Tensor | None] | None = None,
         output_chunk_size: int | None = None,
+        mask_probs: dict[str, float] | None = None,
     ) -> dict[str, torch.Tensor]:
-        return super().forward(
-            inputs, subsampled_output_points=subsampled_output_points, output_chunk_size=output_chunk_size
-        )
+        """``mask_probs`` overrides the input masking probabilities for this call (e.g. ``{"label": 1.0}``:
+        classify with the label hidden); see :class:`~perceiver_io.adapters.multimodal.MultimodalInputAdapter`."""
+        if output_chunk_size is not None:
+            check_positive("output_chunk_size", output_chunk_size)
+        encoded = self.input_adapter(inputs, mask_probs=mask_probs)  # type: ignore[call-arg]
+        context = DecodeContext(inputs, encoded, self.input_adapter, None, subsampled_output_points, output_chunk_size)
+        return self.output_adapter.decode(self.decoder, self.encoder(encoded), context)  # type: ignore[union-attr]
 
     @torch.no_grad()
-    def reconstruct(self, inputs: dict[str, torch.Tensor], chunk_size: int = 65536) -> dict[str, torch.Tensor]:
+    def reconstruct(
+        self, inputs: dict[str, torch.Tensor], chunk_size: int = 65536, mask_probs: dict[str, float] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Reconstruct every output (the full video ``[B, T, C, H, W]``, audio ``[B, S, 1]``, label
-        logits), ``chunk_size`` queries at a time in bounded memory.
+        logits), ``chunk_size`` queries at a time in bounded memory (``mask_probs``: as in :meth:`forward`).
 
         As the official reconstruction does, every output point is decoded as a subsampled point
         (positions ``-1 + 2 idx / dim``), so the result equals decoding all points through
         ``subsampled_output_points`` in one shot.
         """
-        encoded = self.input_adapter(inputs)
+        check_positive("chunk_size", chunk_size)
+        encoded = self.input_adapter(inputs, mask_probs=mask_probs)  # type: ignore[call-arg]
         context = DecodeContext(inputs, encoded, self.input_adapter, output_chunk_size=chunk_size,
                                 subsampled_positions=True)
-        return self.output_adapter.decode(self.decoder, self.encoder(encoded), context)
+        return self.output_adapter.decode(self.decoder, self.encoder(encoded), context)  # type: ignore[union-attr]

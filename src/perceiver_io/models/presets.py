@@ -13,6 +13,7 @@ from ..adapters.classification import ClassificationOutputAdapterConfig
 from ..adapters.flow import FlowInputAdapterConfig, FlowOutputAdapterConfig
 from ..adapters.image import ImageInputAdapterConfig
 from ..adapters.label import LabelInputAdapterConfig
+from ..adapters.sets import SetInputAdapterConfig, SetOutputAdapterConfig
 from ..adapters.multimodal import MultimodalInputAdapterConfig, MultimodalOutputAdapterConfig
 from ..adapters.text import TextInputAdapterConfig, TiedEmbeddingOutputAdapterConfig
 from ..adapters.video import VideoInputAdapterConfig, VideoOutputAdapterConfig
@@ -26,6 +27,7 @@ from .flow import OpticalFlow
 from .image import ImageClassifier
 from .language import MaskedLanguageModel
 from .multimodal import MultimodalAutoencoder
+from .sets import SetPerceiverIO, SetTransformerBaseline, SetTransformerConfig
 
 
 def class_query_decoder(num_classes: int, channels: int = 1024, use_query_residual: bool = True) -> DecoderConfig:
@@ -137,6 +139,49 @@ def multimodal_autoencoding(
     )
 
 
+@preset("multimodal_autoencoding_small", MultimodalAutoencoder)
+def multimodal_autoencoding_small(
+    num_frames: int = 8, image_size: int = 32, audio_samples_per_frame: int = 64, num_classes: int = 8,
+    num_latents: int = 128, num_latent_channels: int = 128, num_self_attends: int = 4, num_bands: int = 16,
+) -> PerceiverIOConfig:
+    """The Kinetics autoencoder's structure at CPU size: 8 x 32 x 32 video, 512 audio samples, 8 labels.
+
+    Inputs as the official model (4 x 4 space-to-depth video patches, 16-sample audio patches, the label as one
+    token, hidden by default: ``mask_probs={"label": 1.0}``); outputs one query per pixel (Fourier features up to the
+    pixel grid's own resolution), per audio patch and for the label; 128 x 128 latents, 4 self-attends.
+    """
+    audio_samples = num_frames * audio_samples_per_frame
+    inputs = MultimodalInputAdapterConfig(
+        {
+            "audio": AudioInputAdapterConfig(samples_per_patch=16, num_bands=num_bands, max_resolution=(audio_samples,)),
+            "image": VideoInputAdapterConfig(num_channels=3, patch_size=4, num_bands=num_bands,
+                                             max_resolution=(num_frames, image_size // 4, image_size // 4)),
+            "label": LabelInputAdapterConfig(num_classes),
+        },
+        mask_probs={"label": 1.0}, min_padding_size=4,
+    )
+    outputs = MultimodalOutputAdapterConfig(
+        {
+            "audio": AudioOutputAdapterConfig(samples_per_patch=16, num_bands=num_bands,
+                                              max_resolution=(audio_samples // 16,)),
+            "image": VideoOutputAdapterConfig(num_channels=3, num_bands=num_bands,
+                                              max_resolution=(num_frames, image_size, image_size)),
+            "label": ClassificationOutputAdapterConfig(
+                num_classes, query=PositionEncodingConfig("trainable", (1,), num_channels=num_latent_channels)),
+        },
+        min_padding_size=2,
+    )
+    return PerceiverIOConfig(
+        inputs,
+        EncoderConfig(num_latents=num_latents, num_latent_channels=num_latent_channels, num_blocks=1,
+                      num_self_attends_per_block=num_self_attends, num_cross_attend_heads=1, num_self_attend_heads=4,
+                      cross_attend_widening_factor=2, self_attend_widening_factor=2),
+        DecoderConfig(num_output_channels=num_latent_channels, num_heads=1, widening_factor=2,
+                      use_query_residual=False),
+        outputs,
+    )
+
+
 @preset("digits_fourier", ImageClassifier)
 def digits_fourier(decoder: str = "query", num_classes: int = 10) -> PerceiverIOConfig:
     """A small Perceiver IO for scikit-learn's 8x8 digits: raw pixels + 2D Fourier features, no convolutions.
@@ -156,3 +201,54 @@ def digits_fourier(decoder: str = "query", num_classes: int = 10) -> PerceiverIO
     )
     head = class_query_decoder(num_classes, 96) if decoder == "query" else AverageDecoderConfig(num_classes)
     return PerceiverIOConfig(adapter, encoder, head, ClassificationOutputAdapterConfig(num_classes))
+
+
+# The unit-sets environment's features (perceiver_io.data.unit_sets): x, y, health; unit type, owner.
+UNIT_CONTINUOUS = 3
+UNIT_CATEGORIES = (4, 2)
+
+
+def _unit_set_adapters(
+    max_units: int, num_channels: int, num_classes: int, num_continuous: int, categories: tuple[int, ...]
+) -> tuple[SetInputAdapterConfig, SetOutputAdapterConfig]:
+    return (
+        SetInputAdapterConfig(num_continuous, tuple(categories), num_channels=num_channels, max_set_size=max_units),
+        SetOutputAdapterConfig(num_classes=num_classes, num_pointer_channels=num_channels // 2),
+    )
+
+
+@preset("unit_sets", SetPerceiverIO)
+def unit_sets(
+    max_units: int = 512, num_channels: int = 128, num_latents: int = 32, num_self_attends: int = 3,
+    num_heads: int = 4, widening_factor: int = 4, num_classes: int = 2, num_continuous: int = UNIT_CONTINUOUS,
+    categories: tuple[int, ...] = UNIT_CATEGORIES, dropout: float = 0.0,
+) -> PerceiverIOConfig:
+    """StarCraft-style unit sets: up to 512 units x 128 channels, 32 x 128 latents, the units as output queries.
+
+    One cross-attend, ``num_self_attends`` latent self-attends and one decoding cross-attend (5
+    attention layers, as the ``unit_sets_transformer`` baseline has); a pointer head over the units
+    and a set-level head. 1,080,578 parameters at the defaults.
+    """
+    inputs, outputs = _unit_set_adapters(max_units, num_channels, num_classes, num_continuous, categories)
+    encoder = EncoderConfig(
+        num_latents=num_latents, num_latent_channels=num_channels, num_blocks=1,
+        num_self_attends_per_block=num_self_attends, num_cross_attend_heads=num_heads, num_self_attend_heads=num_heads,
+        cross_attend_widening_factor=widening_factor, self_attend_widening_factor=widening_factor,
+        dropout=dropout, activation="gelu",
+    )
+    decoder = DecoderConfig(num_heads=num_heads, widening_factor=widening_factor, use_query_residual=True,
+                            dropout=dropout, activation="gelu")
+    return PerceiverIOConfig(inputs, encoder, decoder, outputs)
+
+
+@preset("unit_sets_transformer", SetTransformerBaseline)
+def unit_sets_transformer(
+    max_units: int = 512, num_channels: int = 128, num_layers: int = 5, num_heads: int = 4, widening_factor: int = 4,
+    num_classes: int = 2, num_continuous: int = UNIT_CONTINUOUS, categories: tuple[int, ...] = UNIT_CATEGORIES,
+    dropout: float = 0.0,
+) -> SetTransformerConfig:
+    """The unit-sets Transformer baseline: the same adapters and heads around 5 ``nn.TransformerEncoderLayer`` s of
+    width 128 (self-attention over all units); 1,075,970 parameters at the defaults."""
+    inputs, outputs = _unit_set_adapters(max_units, num_channels, num_classes, num_continuous, categories)
+    return SetTransformerConfig(inputs, outputs, num_layers=num_layers, num_heads=num_heads,
+                                widening_factor=widening_factor, dropout=dropout)

@@ -12,6 +12,8 @@ from typing import Any
 # command name -> "module.Class" of its LightningModule
 TASKS: dict[str, str] = {
     "image-classifier": "perceiver_io.training.image.ImageClassificationTask",
+    "multimodal-autoencoder": "perceiver_io.training.multimodal.MultimodalAutoencodingTask",
+    "unit-sets": "perceiver_io.training.unit_sets.UnitSetTask",
 }
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..perceiver import PerceiverIO, PerceiverIOConfig
+from torch import nn
+
 from ..serialization import model_component
 from .checkpoint_io import load_checkpoint, task_hyperparameters
 
@@ -14,17 +15,17 @@ MODEL_TYPE_KEY = "perceiver_io_model_type"
 MODEL_CONFIG_KEY = "perceiver_io_model_config"
 
 
-def export_checkpoint(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> PerceiverIO:
+def export_checkpoint(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> nn.Module:
     """Rebuild the trained model from a checkpoint (read with ``weights_only=True``) and ``save_pretrained`` it."""
     path = Path(checkpoint)
     data = load_checkpoint(path)
     if MODEL_TYPE_KEY not in data or MODEL_CONFIG_KEY not in data:
         raise ValueError(f"{path}: not a perceiver-io training checkpoint (no model config inside)")
     try:
-        cls = model_component(data[MODEL_TYPE_KEY]).module_class
+        entry = model_component(data[MODEL_TYPE_KEY])
     except ValueError as e:
         raise ValueError(f"{path}: model type: {e}") from None
-    model = cls.from_config(PerceiverIOConfig.from_dict(data[MODEL_CONFIG_KEY]))
+    model = entry.module_class.from_config(entry.config_class.from_dict(data[MODEL_CONFIG_KEY]))
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state, strict=True)

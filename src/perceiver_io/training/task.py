@@ -12,6 +12,7 @@ from torch import nn
 from ..core.validation import check_choice
 from ..models.factory import model_config
 from ..perceiver import PerceiverIO, PerceiverIOConfig
+from ..serialization import model_component
 from .optim import build_optimizer, constant_then_cosine, warmup_cosine
 
 SCHEDULES = ("constant_cosine", "warmup_cosine", "constant")
@@ -22,7 +23,8 @@ class PerceiverTask(pl.LightningModule):
 
     Args:
         model: the task model's config as a dict (the ``config`` of a ``save_pretrained``
-            directory), or None to use ``preset``.
+            directory, for the task's first model class; or a whole ``config.json``, ``{"model_type":
+            ..., "config": {...}}``, for any model class the task trains), or None to use ``preset``.
         preset: a preset name (``perceiver_io.list_models()``) when ``model`` is None.
         overrides: the preset's keyword arguments, as ``create_model(preset, **overrides)`` takes
             them (e.g. ``{"num_classes": 10}``, ``{"decoder": "average"}``).
@@ -37,7 +39,8 @@ class PerceiverTask(pl.LightningModule):
         compile: ``torch.compile`` the model.
     """
 
-    model_class: type[PerceiverIO] = PerceiverIO
+    model_class: type[nn.Module] | tuple[type[nn.Module], ...] = PerceiverIO
+    """The model class(es) this task trains (the first one reads a bare config dict)."""
 
     def __init__(
         self,
@@ -63,6 +66,8 @@ class PerceiverTask(pl.LightningModule):
         self.save_hyperparameters()
         self.model = self.build_model(model, preset, overrides)
         if activation_checkpointing:
+            if not isinstance(self.model, PerceiverIO):
+                raise ValueError(f"activation_checkpointing: only for Perceiver IO models, not {type(self.model).__name__}")
             self.model.encoder.gradient_checkpointing = True
         # The compiled wrapper holds self.model again: keep it out of the module tree (plain attribute),
         # so that state_dict() and parameters() list the weights once, as model.*.
@@ -71,18 +76,23 @@ class PerceiverTask(pl.LightningModule):
 
     def build_model(
         self, model: dict[str, Any] | None, preset: str | None, overrides: dict[str, Any] | None = None
-    ) -> PerceiverIO:
+    ) -> nn.Module:
         if (model is None) == (preset is None):
             raise ValueError("model: give exactly one of model (a config dict) or preset (a name)")
         if overrides and preset is None:
             raise ValueError("overrides: only apply to a preset (set them in the model config instead)")
+        classes = self.model_class if isinstance(self.model_class, tuple) else (self.model_class,)
         if preset is not None:
             model_class, config = model_config(preset, **(overrides or {}))
-            built = model_class.from_config(config)
+        elif "model_type" in model:  # type: ignore[operator]
+            entry = model_component(model["model_type"])  # type: ignore[index]
+            model_class, config = entry.module_class, entry.config_class.from_dict(model.get("config"))  # type: ignore[union-attr]
         else:
-            built = self.model_class.from_config(PerceiverIOConfig.from_dict(model))  # type: ignore[arg-type]
-        if not isinstance(built, self.model_class):
-            raise ValueError(f"model: this task trains a {self.model_class.__name__}, the config builds a {type(built).__name__}")
+            model_class, config = classes[0], PerceiverIOConfig.from_dict(model)  # type: ignore[arg-type]
+        built = model_class.from_config(config)  # type: ignore[attr-defined]
+        if not isinstance(built, classes):
+            names = " or ".join(c.__name__ for c in classes)
+            raise ValueError(f"model: this task trains a {names}, the config builds a {type(built).__name__}")
         return built
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
