@@ -14,7 +14,7 @@ from torch import nn
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
-SCRIPTS = ["attention_cpu", "gemm_bound", "scaling", "unit_sets", "vs_transformers"]
+SCRIPTS = ["attention_cpu", "gemm_bound", "multimodal_tradeoff", "scaling", "unit_sets", "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -62,7 +62,7 @@ def test_help(name: str) -> None:
     assert "--out" in done.stdout and "--from-json" in done.stdout
 
 
-@pytest.mark.parametrize("stem", ["attention_cpu", "gemm_bound", "scaling", "unit_sets", "vs_transformers",
+@pytest.mark.parametrize("stem", ["attention_cpu", "gemm_bound", "multimodal_tradeoff", "scaling", "unit_sets", "vs_transformers",
                                   "vs_transformers-bf16"])
 def test_report_of_committed_results_keeps_their_tables(stem: str, tmp_path: Path) -> None:
     """Re-rendering a committed .json gives the committed .md's tables, cell for cell (README quotes them)."""

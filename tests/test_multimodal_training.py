@@ -187,6 +187,7 @@ def test_cli_fit_test(tmp_path):
     assert main(["multimodal-autoencoder", "fit", *base, "--trainer.max_steps", "2"]) == 0
     last = run / "checkpoints" / "last.ckpt"
     assert load_checkpoint(last)["global_step"] == 2
+    assert main(["multimodal-autoencoder", "validate", *base, "--ckpt_path", str(last)]) == 0
     assert main(["multimodal-autoencoder", "test", *base, "--ckpt_path", str(last)]) == 0
-    metrics = next(run.rglob("metrics.csv")).read_text()
-    assert "test/image_psnr" in metrics and "test/label_accuracy" in metrics
+    metrics = "".join(p.read_text() for p in run.rglob("metrics.csv"))
+    assert "val/image_psnr" in metrics and "test/image_psnr" in metrics and "test/label_accuracy" in metrics

@@ -180,7 +180,10 @@ def test_cli_fit_test_and_export(config, tmp_path):
     assert main(["unit-sets", "fit", *base, "--trainer.max_steps", "3"]) == 0
     last = run / "checkpoints" / "last.ckpt"
     assert load_checkpoint(last)["global_step"] == 3
+    assert main(["unit-sets", "validate", *base, "--ckpt_path", str(last)]) == 0
     assert main(["unit-sets", "test", *base, "--ckpt_path", str(last)]) == 0
+    logged = "".join(p.read_text() for p in run.rglob("metrics.csv"))
+    assert "val/pointer_acc" in logged and "test/pointer_acc" in logged and "test/set_acc" in logged
     assert main(["export", str(last), str(tmp_path / "model")]) == 0
     expected = SetPerceiverIO if config == "perceiver.yaml" else SetTransformerBaseline
     assert type(from_pretrained(tmp_path / "model")) is expected

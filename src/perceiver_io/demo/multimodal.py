@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from .section import Picture, Section, SectionResult
 
 # The recipe. configs/multimodal_autoencoder/synthetic.yaml holds the same (a test keeps them equal).
-MULTIMODAL_STEPS = 500
+MULTIMODAL_STEPS = 1000
 MULTIMODAL_DATA: dict[str, Any] = dict(num_frames=8, image_size=32, audio_samples_per_frame=64, num_classes=8,
-                                       batch_size=16, num_val=64, num_test=256)
+                                       batch_size=8, num_val=64, num_test=256)
 """``SyntheticClipsDataModule`` arguments (besides ``seed`` and ``num_train = steps x batch size``: one epoch)."""
 MULTIMODAL_TASK: dict[str, Any] = dict(
-    preset="multimodal_autoencoding_small", output_points={"image": 1024, "audio": 16},
-    loss_weights={"image": 1.0, "audio": 1.0, "label": 0.1}, reconstruction_loss="l1", label_mask_fraction=0.5,
-    eval_chunk_size=4096, optimizer="adamw", lr=1e-3, weight_decay=0.01, schedule="warmup_cosine",
+    preset="multimodal_autoencoding_small", overrides={"num_latents": 64}, output_points={"image": 1024, "audio": 16},
+    loss_weights={"image": 1.0, "audio": 1.0, "label": 0.1}, reconstruction_loss="l2", label_mask_fraction=0.5,
+    eval_chunk_size=4096, optimizer="adamw", lr=2e-3, weight_decay=0.01, schedule="warmup_cosine",
     warmup_fraction=0.05, max_grad_norm=1.0,
 )
 SEED = 0
@@ -211,9 +211,9 @@ def run(out: Path, quick: bool = False) -> SectionResult:
     points = MULTIMODAL_TASK["output_points"]
     facts = [
         ("recipe", f"AdamW lr {MULTIMODAL_TASK['lr']:g}, warm-up + cosine, batch {MULTIMODAL_DATA['batch_size']}, "
-                   f"{steps} steps on freshly generated clips; per step {points['image']} of the "
+                   f"{steps} steps on freshly generated clips, 64 latents; per step {points['image']} of the "
                    f"{MULTIMODAL_DATA['num_frames'] * MULTIMODAL_DATA['image_size'] ** 2:,} pixels and "
-                   f"{points['audio']} audio patches decoded; L1; loss weights {MULTIMODAL_TASK['loss_weights']}; "
+                   f"{points['audio']} audio patches decoded; L2; loss weights {MULTIMODAL_TASK['loss_weights']}; "
                    f"label hidden for {100 * MULTIMODAL_TASK['label_mask_fraction']:.0f}% of the examples"),
         ("audio files", f"{out.name}/original.wav and {out.name}/reconstructed.wav (test clip 0, "
                         f"{rate:.0f} Hz resampled to {WAV_RATE} Hz)"),
