@@ -54,9 +54,14 @@ class OpticalFlow(PerceiverIO):
             model.decoder.output.bias.zero_()
         return model  # type: ignore[return-value]
 
-    def forward(self, frames: torch.Tensor, output_chunk_size: int | None = None) -> torch.Tensor:  # type: ignore[override]
-        """``frames [B, 2, C, H, W]`` -> flow ``[B, 2, H, W]`` (x then y, pixels)."""
-        return super().forward(frames, output_chunk_size=output_chunk_size)
+    def forward(  # type: ignore[override]
+        self, frames: torch.Tensor, output_chunk_size: int | None = None,
+        subsampled_output_points: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``frames [B, 2, C, H, W]`` -> flow ``[B, 2, H, W]`` (x then y, pixels); with
+        ``subsampled_output_points`` (flat pixel indices ``[n]``) only those pixels: ``[B, n, 2]``."""
+        return super().forward(frames, output_chunk_size=output_chunk_size,
+                               subsampled_output_points=subsampled_output_points)
 
     @torch.no_grad()
     def predict_tiled(self, frames: torch.Tensor, min_overlap: int = 20) -> torch.Tensor:

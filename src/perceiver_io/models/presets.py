@@ -103,6 +103,24 @@ def optical_flow(train_size: tuple[int, int] = (368, 496)) -> PerceiverIOConfig:
     )
 
 
+@preset("optical_flow_small", OpticalFlow)
+def optical_flow_small(
+    train_size: tuple[int, int] = (64, 96), num_latents: int = 128, num_latent_channels: int = 128,
+    num_self_attends: int = 4, num_bands: int = 16,
+) -> PerceiverIOConfig:
+    """The released flow model's structure at CPU size: 3x3 patches of both frames + Fourier features of a 64 x 96
+    grid, 128 x 128 latents, 4 self-attends, every pixel's encoded input as its query."""
+    h, w = train_size
+    return PerceiverIOConfig(
+        FlowInputAdapterConfig((3, h, w), num_patch_channels=64, num_bands=num_bands, max_resolution=(h, w)),
+        EncoderConfig(num_latents=num_latents, num_latent_channels=num_latent_channels, num_blocks=1,
+                      num_self_attends_per_block=num_self_attends, num_cross_attend_heads=1, num_self_attend_heads=4,
+                      cross_attend_widening_factor=2, self_attend_widening_factor=2),
+        DecoderConfig(num_output_channels=2, num_heads=1, widening_factor=2, use_query_residual=False),
+        FlowOutputAdapterConfig(rescale_factor=100.0, flow_scale_factor=20.0),
+    )
+
+
 @preset("multimodal_autoencoding", MultimodalAutoencoder)
 def multimodal_autoencoding(
     num_frames: int = 16, image_size: int = 224, audio_samples_per_frame: int = 1920, num_classes: int = 700

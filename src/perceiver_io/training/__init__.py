@@ -13,6 +13,7 @@ from typing import Any
 TASKS: dict[str, str] = {
     "image-classifier": "perceiver_io.training.image.ImageClassificationTask",
     "multimodal-autoencoder": "perceiver_io.training.multimodal.MultimodalAutoencodingTask",
+    "optical-flow": "perceiver_io.training.flow.OpticalFlowTask",
     "unit-sets": "perceiver_io.training.unit_sets.UnitSetTask",
 }
 
