@@ -31,7 +31,7 @@ def train_and_evaluate(label_weight: float, steps: int, eval_clips: int) -> dict
 
     from perceiver_io.data import SyntheticClipsDataModule
     from perceiver_io.demo.multimodal import MULTIMODAL_DATA, MULTIMODAL_TASK
-    from perceiver_io.training.multimodal import MultimodalAutoencodingTask
+    from perceiver_io.training.multimodal import MultimodalAutoencodingTask, psnr
 
     pl.seed_everything(SEED, verbose=False)
     data_args = {**MULTIMODAL_DATA, "num_test": eval_clips}
@@ -46,20 +46,21 @@ def train_and_evaluate(label_weight: float, steps: int, eval_clips: int) -> dict
     seconds = time.perf_counter() - start
     data.setup("test")
     task.eval()
-    squared = {"image": [], "audio": []}
+    outputs: dict[str, list[torch.Tensor]] = {"image": [], "audio": []}
+    targets: dict[str, list[torch.Tensor]] = {"image": [], "audio": []}
     correct = total = 0
     with torch.no_grad():
         for batch in data.test_dataloader():
             out = task.reconstruct(task.model_inputs(batch))
-            for key in squared:
-                squared[key].append(((out[key] - batch[key]) ** 2).flatten())
+            for key in outputs:
+                outputs[key].append(out[key])
+                targets[key].append(batch[key])
             correct += int((out["label"].argmax(-1) == batch["label"]).sum())
             total += len(batch["label"])
-    def psnr(key: str, data_range: float) -> float:  # over every value of the held-out clips
-        return float(10 * torch.log10(data_range**2 / torch.cat(squared[key]).mean()))
-
-    return {"label_weight": label_weight, "train_seconds": round(seconds, 1), "image_psnr": psnr("image", 1.0),
-            "audio_psnr": psnr("audio", 2.0), "label_accuracy": correct / total}
+    image, audio = ((torch.cat(outputs[k]), torch.cat(targets[k])) for k in ("image", "audio"))
+    return {"label_weight": label_weight, "train_seconds": round(seconds, 1),
+            "image_psnr": float(psnr(*image, 1.0)), "audio_psnr": float(psnr(*audio, 2.0)),
+            "label_accuracy": correct / total}
 
 
 def render(raw: dict[str, Any]) -> str:

@@ -144,9 +144,15 @@ class SetInputAdapter(InputAdapter):
         return continuous, categorical
 
     def check_mask(self, inputs: Any, mask: torch.Tensor | None) -> torch.Tensor | None:
-        """Check ``inputs`` and the padding ``mask [B, M]`` (True = real entity; every set needs one)."""
-        continuous, categorical = self.split(inputs)
-        first = continuous if continuous is not None else categorical
+        """Check the padding ``mask [B, M]`` (True = real entity; every set needs one) against ``inputs``.
+
+        The inputs themselves are checked by :meth:`forward` (once: the id range check reads every id); here only
+        their ``[B, M]``, unless they are not even tensors, which :meth:`split` then reports."""
+        if mask is None:
+            return None
+        first = inputs.get("continuous", inputs.get("categorical")) if isinstance(inputs, dict) else inputs
+        if not isinstance(first, torch.Tensor) or first.dim() < 2:
+            self.split(inputs)  # raises the error that names what is wrong with the inputs
         mask = check_mask("mask", mask, first.shape[:2])  # type: ignore[union-attr]
         if mask is not None and mask.numel() and not bool(mask.any(dim=1).all()):
             empty = (~mask.any(dim=1)).nonzero().flatten().tolist()

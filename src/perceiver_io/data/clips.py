@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..core.validation import check_choice, check_positive
+from .generated import SPLITS, GeneratedDataModule, Split
 
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "plus", "diamond", "ring", "cross", "frame")
 #: One RGB colour per class (in [0, 1]). All are saturated (max - min channel >= 0.45), so a shape's pixels are told
@@ -273,7 +270,7 @@ class SyntheticClips(Dataset):
                            self.audio_samples_per_frame, self.num_classes)
 
 
-class SyntheticClipsDataModule(pl.LightningDataModule):
+class SyntheticClipsDataModule(GeneratedDataModule):
     """Generated audio-visual clips (:class:`SyntheticClips`), batched by ``default_collate``.
 
     Batches are dicts ``image [B, T, 3, H, W]`` float32 in [0, 1], ``audio [B, T * A, 1]`` float32 in [-1, 1] and
@@ -304,50 +301,13 @@ class SyntheticClipsDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_train, num_val, num_test, seed, num_workers)
         _check_clip_args(num_frames, image_size, audio_samples_per_frame, num_classes)
-        for name, value in (("batch_size", batch_size), ("num_train", num_train), ("num_val", num_val),
-                            ("num_test", num_test)):
-            check_positive(name, value)
-        check_positive("seed", seed, allow_zero=True)
-        check_positive("num_workers", num_workers, allow_zero=True)
         self.save_hyperparameters()
         self.num_frames, self.image_size = num_frames, image_size
         self.audio_samples_per_frame, self.num_classes = audio_samples_per_frame, num_classes
         self.audio_samples = num_frames * audio_samples_per_frame
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.sizes: dict[Split, int] = {"train": num_train, "val": num_val, "test": num_test}
-        self.datasets: dict[Split, SyntheticClips] = {}
 
-    def prepare_data(self) -> None:
-        """Nothing to download: clips are generated on access."""
-
-    def setup(self, stage: str | None = None) -> None:
-        """Build the three split datasets (idempotent; cheap, since nothing is rendered until accessed)."""
-        if self.datasets:
-            return
-        for split in SPLITS:
-            self.datasets[split] = SyntheticClips(self.sizes[split], self.num_frames, self.image_size,
-                                                  self.audio_samples_per_frame, self.num_classes, self.seed, split)
-
-    def _loader(self, split: Split, shuffle: bool) -> DataLoader:
-        self.setup()
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (the order is fixed by ``seed`` for a fresh DataLoader)."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches, in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches, in a fixed order."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test clips (with their labels), in a fixed order."""
-        return self._loader("test", shuffle=False)
+    def make_dataset(self, split: Split, size: int) -> SyntheticClips:
+        return SyntheticClips(size, self.num_frames, self.image_size, self.audio_samples_per_frame, self.num_classes,
+                              self.seed, split)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 import re
 import struct
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..serialization import atomic_write_bytes
 
 PathLike = str | os.PathLike
 
@@ -46,24 +47,6 @@ def _read_bytes(path: PathLike) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(f"flow file not found: {path}")
     return path.read_bytes()
-
-
-def _atomic_write(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory (so ``os.replace`` is a rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _check_chw(name: str, tensor: torch.Tensor, channels: tuple[int, ...]) -> np.ndarray:
@@ -107,7 +90,7 @@ def write_flo(path: PathLike, flow: torch.Tensor) -> None:
     array = _check_chw("flow", flow, (2,))
     _, height, width = array.shape
     body = np.ascontiguousarray(array.transpose(1, 2, 0), dtype="<f4").tobytes()
-    _atomic_write(path, _FLO_HEADER.pack(FLO_MAGIC, width, height) + body)
+    atomic_write_bytes(path, _FLO_HEADER.pack(FLO_MAGIC, width, height) + body)
 
 
 # ----------------------------------------------------------------------------------------------------- PFM (.pfm)
@@ -148,7 +131,7 @@ def write_pfm(path: PathLike, data: torch.Tensor) -> None:
     channels, height, width = array.shape
     header = f"{'PF' if channels == 3 else 'Pf'}\n{width} {height}\n-1.0\n".encode("ascii")
     body = np.ascontiguousarray(array.transpose(1, 2, 0)[::-1], dtype="<f4").tobytes()  # bottom row first
-    _atomic_write(path, header + body)
+    atomic_write_bytes(path, header + body)
 
 
 # ------------------------------------------------------------------------------------------------ KITTI 16-bit PNG
@@ -316,7 +299,7 @@ def write_kitti_flow(path: PathLike, flow: torch.Tensor, valid: torch.Tensor) ->
     rgb = np.zeros((*mask.shape, 3), np.uint16)
     rgb[mask, :2] = encoded.transpose(1, 2, 0)[mask]
     rgb[mask, 2] = 1
-    _atomic_write(path, _encode_png_rgb16(rgb))
+    atomic_write_bytes(path, _encode_png_rgb16(rgb))
 
 
 # --------------------------------------------------------------------------------------------------------- any file

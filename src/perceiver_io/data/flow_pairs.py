@@ -24,14 +24,13 @@ from __future__ import annotations
 import functools
 import math
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset
 
 from ..core.validation import check_choice, check_positive
-from .unit_sets import SPLITS, Split
+from .generated import SPLITS, GeneratedDataModule, Split
 
 __all__ = ["SyntheticFlowDataModule", "SyntheticFlowPairs", "render_pair", "sample_photos"]
 
@@ -328,7 +327,7 @@ class SyntheticFlowPairs(Dataset):
         return render_pair(rng, self.size, self.max_flow)
 
 
-class SyntheticFlowDataModule(pl.LightningDataModule):
+class SyntheticFlowDataModule(GeneratedDataModule):
     """Generated FlyingChairs-style flow pairs (:class:`SyntheticFlowPairs`), batched by ``default_collate``.
 
     Batches are dicts ``frames [B, 2, 3, H, W]`` (in ``[-1, 1]``), ``flow [B, 2, H, W]`` and ``valid [B, H, W]``.
@@ -355,49 +354,11 @@ class SyntheticFlowDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_train, num_val, num_test, seed, num_workers)
         self.size = _check_size(size)
         self.max_flow = _check_max_flow(max_flow)
-        for name, value in (("batch_size", batch_size), ("num_train", num_train), ("num_val", num_val),
-                            ("num_test", num_test)):
-            check_positive(name, value)
-        check_positive("seed", seed, allow_zero=True)
-        check_positive("num_workers", num_workers, allow_zero=True)
         self.save_hyperparameters()
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.image_shape: tuple[int, int, int] = (3, *self.size)
-        self.sizes: dict[Split, int] = {"train": num_train, "val": num_val, "test": num_test}
-        self.datasets: dict[Split, SyntheticFlowPairs] = {}
 
-    def prepare_data(self) -> None:
-        """Nothing to download: the photos ship with scikit-learn and pairs are rendered on access."""
-
-    def setup(self, stage: str | None = None) -> None:
-        """Build the three split datasets (idempotent; cheap, since nothing is rendered until accessed)."""
-        if self.datasets:
-            return
-        for split in SPLITS:
-            self.datasets[split] = SyntheticFlowPairs(self.sizes[split], self.size, self.max_flow, self.seed, split)
-
-    def _loader(self, split: Split, shuffle: bool) -> DataLoader:
-        self.setup()
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=default_collate)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (the order is fixed by ``seed`` for a fresh DataLoader)."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches, in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches, in a fixed order."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test pairs (with their flow), in a fixed order."""
-        return self._loader("test", shuffle=False)
+    def make_dataset(self, split: Split, size: int) -> SyntheticFlowPairs:
+        return SyntheticFlowPairs(size, self.size, self.max_flow, self.seed, split)

@@ -17,17 +17,14 @@ Scenes are generated from a seed alone (numpy), so every split is deterministic 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..core.validation import check_choice, check_positive
+from .generated import SPLITS, GeneratedDataModule, Split
 
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 UNIT_TYPES: tuple[str, ...] = ("worker", "infantry", "armour", "air")
 #: ``DAMAGE[attacker_type, defender_type]``: damage per second. Infantry beats air, armour beats infantry, air beats
@@ -278,7 +275,7 @@ def _check_unit_range(min_units: object, max_units: object) -> None:
         raise ValueError(f"max_units: expected an int >= min_units={min_units}, got {max_units!r}")
 
 
-class UnitSetsDataModule(pl.LightningDataModule):
+class UnitSetsDataModule(GeneratedDataModule):
     """Generated unit-set skirmishes (:class:`UnitSetDataset`), batched by :func:`collate_unit_sets`.
 
     Batches are dicts ``continuous [B, M, 3]``, ``categorical [B, M, 2]``, ``mask [B, M]``, ``target [B, M]``
@@ -307,48 +304,12 @@ class UnitSetsDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_train, num_val, num_test, seed, num_workers)
         _check_unit_range(min_units, max_units)
-        for name, value in (("batch_size", batch_size), ("num_train", num_train), ("num_val", num_val),
-                            ("num_test", num_test)):
-            check_positive(name, value)
-        check_positive("seed", seed, allow_zero=True)
-        check_positive("num_workers", num_workers, allow_zero=True)
         self.save_hyperparameters()
         self.min_units, self.max_units = min_units, max_units
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.sizes: dict[Split, int] = {"train": num_train, "val": num_val, "test": num_test}
-        self.datasets: dict[Split, UnitSetDataset] = {}
 
-    def prepare_data(self) -> None:
-        """Nothing to download: scenes are generated on access."""
+    collate_fn = staticmethod(collate_unit_sets)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Build the three split datasets (idempotent; cheap, since nothing is generated until accessed)."""
-        if self.datasets:
-            return
-        for split in SPLITS:
-            self.datasets[split] = UnitSetDataset(self.sizes[split], self.min_units, self.max_units, self.seed, split)
-
-    def _loader(self, split: Split, shuffle: bool) -> DataLoader:
-        self.setup()
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=collate_unit_sets)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (the order is fixed by ``seed`` for a fresh DataLoader)."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches, in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches, in a fixed order."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test scenes (with their labels), in a fixed order."""
-        return self._loader("test", shuffle=False)
+    def make_dataset(self, split: Split, size: int) -> UnitSetDataset:
+        return UnitSetDataset(size, self.min_units, self.max_units, self.seed, split)
