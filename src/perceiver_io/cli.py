@@ -46,6 +46,35 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {type(model).__name__} to {Path(args.output_dir)}")
 
 
+def _add_flow_parser(sub: argparse._SubParsersAction) -> None:
+    # The choices are spelled out (perceiver_io.models.flow.TILING_MODES) so that building the parser does not import
+    # the flow tool (torchvision, PyAV); perceiver_io.flow_tool.run_flow_command checks the arguments, --model and
+    # --out included, so that every mistake is one line and exit code 1 rather than argparse's usage and code 2.
+    flow = sub.add_parser(
+        "flow", help="optical flow of a frame pair or a video with a saved flow model",
+        description="FRAME1 FRAME2: the flow from FRAME1 to FRAME2 as a colour image (--out .png), optionally also "
+        "as a Middlebury .flo (--flo). --video IN: the flow of every consecutive frame pair as a colour video "
+        "(--out .mp4, .mkv, .mov or .avi). Frames larger than the model's training size run as the official "
+        "overlapping tiles (--tiling auto), smaller ones at their own size.",
+    )
+    flow.add_argument("frames", nargs="*", metavar="FRAME",
+                      help="two image files (PNG, JPEG, WebP, GIF; RGB or RGBA): frame 1 and frame 2")
+    flow.add_argument("--video", metavar="IN", help="a video file: the flow of every consecutive frame pair")
+    flow.add_argument("--model", metavar="DIR", help="required: a flow model's save_pretrained directory")
+    flow.add_argument("--out", metavar="OUT",
+                      help="required: the flow colour image (.png), or with --video the flow video")
+    flow.add_argument("--flo", metavar="OUT.flo", help="also write a frame pair's flow as a Middlebury .flo file")
+    flow.add_argument("--tiling", default="auto", choices=("auto", "native", "tiled"),
+                      help="auto (default): training-size tiles for larger frames, else the whole frame; native: "
+                      "always the whole frame; tiled: always tiles")
+    flow.add_argument("--min-overlap", type=int, default=20, metavar="PX",
+                      help="least overlap of neighbouring tiles (default 20 px)")
+    flow.add_argument("--tile-batch-size", type=int, metavar="N", help="tiles per forward pass (default: all at once)")
+    flow.add_argument("--max-frames", type=int, metavar="N", help="--video only: read at most N frames")
+    flow.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda where available, else cpu)")
+    flow.add_argument("--no-progress", action="store_true", help="--video only: no progress bar")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from .training import TASKS
@@ -80,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="export a training checkpoint to the save_pretrained format")
     export.add_argument("checkpoint", help="a .ckpt written by training")
     export.add_argument("output_dir", help="directory for config.json + model.safetensors")
+    _add_flow_parser(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -89,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             _convert(args)
         elif args.command == "export":
             _export(args)
+        elif args.command == "flow":
+            from .flow_tool import run_flow_command
+
+            return run_flow_command(args)
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"perceiver-io {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -12,6 +12,13 @@ from .base import (
 )
 from .classification import ClassificationOutputAdapter, ClassificationOutputAdapterConfig
 from .flow import FlowInputAdapter, FlowInputAdapterConfig, FlowOutputAdapter, FlowOutputAdapterConfig
+from .flow_conv import (
+    ConvFlowInputAdapter,
+    ConvFlowInputAdapterConfig,
+    ConvFlowOutputAdapter,
+    ConvFlowOutputAdapterConfig,
+    convex_upsample,
+)
 from .image import ImageInputAdapter, ImageInputAdapterConfig
 from .label import LabelInputAdapter, LabelInputAdapterConfig
 from .multimodal import (
@@ -26,7 +33,8 @@ from .video import VideoInputAdapter, VideoInputAdapterConfig, VideoOutputAdapte
 
 __all__ = [
     "AudioInputAdapter", "AudioInputAdapterConfig", "AudioOutputAdapter", "AudioOutputAdapterConfig",
-    "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "DecodeContext", "FourierQueryOutputAdapter",
+    "ClassificationOutputAdapter", "ClassificationOutputAdapterConfig", "ConvFlowInputAdapter",
+    "ConvFlowInputAdapterConfig", "ConvFlowOutputAdapter", "ConvFlowOutputAdapterConfig", "DecodeContext", "FourierQueryOutputAdapter",
     "FlowInputAdapter", "FlowInputAdapterConfig", "FlowOutputAdapter", "FlowOutputAdapterConfig",
     "ImageInputAdapter", "ImageInputAdapterConfig", "InputAdapter", "InputAdapterConfig",
     "LabelInputAdapter", "LabelInputAdapterConfig", "MultimodalInputAdapter", "MultimodalInputAdapterConfig",
@@ -34,5 +42,5 @@ __all__ = [
     "QueryingOutputAdapter", "SetInputAdapter", "SetInputAdapterConfig", "SetOutputAdapter",
     "SetOutputAdapterConfig", "SetOutputs", "TextInputAdapter", "TextInputAdapterConfig", "TiedEmbeddingOutputAdapter",
     "TiedEmbeddingOutputAdapterConfig", "VideoInputAdapter", "VideoInputAdapterConfig", "VideoOutputAdapter",
-    "VideoOutputAdapterConfig",
+    "VideoOutputAdapterConfig", "convex_upsample",
 ]

@@ -13,14 +13,26 @@ from .augment import (
 )
 from .clips import SyntheticClips, SyntheticClipsDataModule
 from .digits import DigitsDataModule
+from .flow_augment import FlowAugmentation, SparseFlowAugmentation
+from .flow_datasets import FLOW_DATASETS, FlowDataModule, FlowPairs, open_flow_dataset
+from .glue import GLUE_TASKS, GlueDataModule, GlueDataset, GlueTruncationWarning, TaskSampler, encode_glue_example, load_glue
 from .flow_pairs import SyntheticFlowDataModule, SyntheticFlowPairs
+from .masking import byte_word_ids, mask_words, pack_documents, whole_word_mask
+from .mlm import MaskedLanguageModelingDataModule
+from .sentencepiece_tokenizer import SentencePieceTokenizer, train_sentencepiece
+from .text_corpus import iter_text, stdlib_corpus
 from .image_folder import CorruptImageWarning, ImageFolderDataModule, SafeImageFolder
 from .kinetics import KineticsFolder, KineticsFolderDataModule, ShortClipWarning
 from .unit_sets import UnitSetDataset, UnitSetsDataModule
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "CenterCropFraction", "CorruptImageWarning", "DigitsDataModule",
-    "ImageFolderDataModule", "KineticsFolder", "KineticsFolderDataModule", "MixUpCutMix", "MixingCollate",
+    "IMAGENET_MEAN", "IMAGENET_STD", "CenterCropFraction", "CorruptImageWarning", "DigitsDataModule", "FLOW_DATASETS",
+    "FlowAugmentation", "FlowDataModule", "FlowPairs", "GLUE_TASKS", "GlueDataModule", "GlueDataset",
+    "GlueTruncationWarning", "SparseFlowAugmentation", "TaskSampler", "encode_glue_example", "load_glue",
+    "open_flow_dataset",
+    "ImageFolderDataModule", "MaskedLanguageModelingDataModule", "SentencePieceTokenizer",
+    "byte_word_ids", "iter_text", "mask_words", "pack_documents", "stdlib_corpus", "train_sentencepiece",
+    "whole_word_mask", "KineticsFolder", "KineticsFolderDataModule", "MixUpCutMix", "MixingCollate",
     "SafeImageFolder", "ShortClipWarning", "SyntheticClips", "SyntheticClipsDataModule", "SyntheticFlowDataModule",
     "SyntheticFlowPairs", "UnitSetDataset",
     "UnitSetsDataModule", "eval_transform", "official_train_transform",

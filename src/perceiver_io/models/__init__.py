@@ -2,6 +2,7 @@
 
 from .factory import create_model, get_preset, list_models, model_config, preset
 from .flow import OpticalFlow
+from .flow_conv import OpticalFlowConv
 from .image import ImageClassifier
 from .language import MaskedLanguageModel, TextClassifier
 from .multimodal import MultimodalAutoencoder
@@ -9,7 +10,7 @@ from .sets import SetPerceiverIO, SetTransformerBaseline, SetTransformerConfig
 from . import presets  # registers the presets
 
 __all__ = [
-    "ImageClassifier", "MaskedLanguageModel", "MultimodalAutoencoder", "OpticalFlow", "SetPerceiverIO", "SetTransformerBaseline",
+    "ImageClassifier", "MaskedLanguageModel", "MultimodalAutoencoder", "OpticalFlow", "OpticalFlowConv", "SetPerceiverIO", "SetTransformerBaseline",
     "SetTransformerConfig", "TextClassifier",
     "create_model", "get_preset", "list_models", "model_config", "preset", "presets",
 ]

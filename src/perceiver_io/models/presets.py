@@ -11,10 +11,12 @@ from __future__ import annotations
 from ..adapters.audio import AudioInputAdapterConfig, AudioOutputAdapterConfig
 from ..adapters.classification import ClassificationOutputAdapterConfig
 from ..adapters.flow import FlowInputAdapterConfig, FlowOutputAdapterConfig
+from ..adapters.flow_conv import ConvFlowInputAdapterConfig, ConvFlowOutputAdapterConfig, num_convex_channels
 from ..adapters.image import ImageInputAdapterConfig
 from ..adapters.label import LabelInputAdapterConfig
 from ..adapters.sets import SetInputAdapterConfig, SetOutputAdapterConfig
 from ..adapters.multimodal import MultimodalInputAdapterConfig, MultimodalOutputAdapterConfig
+from ..adapters.multitask import multitask_adapters
 from ..adapters.text import TextInputAdapterConfig, TiedEmbeddingOutputAdapterConfig
 from ..adapters.video import VideoInputAdapterConfig, VideoOutputAdapterConfig
 from ..core.decoder import AverageDecoderConfig, DecoderConfig
@@ -24,8 +26,9 @@ from ..core.validation import check_choice
 from ..perceiver import PerceiverIOConfig
 from .factory import preset
 from .flow import OpticalFlow
+from .flow_conv import OpticalFlowConv
 from .image import ImageClassifier
-from .language import MaskedLanguageModel
+from .language import MaskedLanguageModel, MultiTaskTextClassifier, TextClassifier
 from .multimodal import MultimodalAutoencoder
 from .sets import SetPerceiverIO, SetTransformerBaseline, SetTransformerConfig
 
@@ -52,6 +55,153 @@ def language_perceiver_bytes(max_seq_len: int = 2048, vocab_size: int = 262) -> 
             num_heads=8, qk_channels=8 * 32, v_channels=768, use_query_residual=False,
         ),
         TiedEmbeddingOutputAdapterConfig(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- language
+# The text models below share the byte MLM's parts, named alike: a TextClassifier or MultiTaskTextClassifier
+# started with `init_from` a masked language model of the same size loads its embedding, positions, encoder and
+# decoder cross-attention; only the queries and heads start fresh.
+
+#: Outputs per GLUE task (1: STS-B's regression), in GLUE's order: the default tasks of the multi-task presets.
+#: The same numbers as ``perceiver_io.data.glue.GLUE_TASKS`` (not imported here: it imports Lightning).
+GLUE_NUM_LABELS: dict[str, int] = {"cola": 2, "sst2": 2, "mrpc": 2, "qqp": 2, "stsb": 1, "mnli": 3, "qnli": 2, "rte": 2}
+
+
+def _byte_text(max_seq_len: int, vocab_size: int, num_channels: int = 768) -> TextInputAdapterConfig:
+    return TextInputAdapterConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, num_channels=num_channels)
+
+
+def _byte_encoder(num_latent_channels: int = 1280, num_self_attends: int = 26, dropout: float = 0.0) -> EncoderConfig:
+    """The byte MLM's encoder: 256 latents, 8 heads, qk 256, v = the latent width, no weight sharing."""
+    return EncoderConfig(
+        num_latents=256, num_latent_channels=num_latent_channels, num_blocks=1,
+        num_self_attends_per_block=num_self_attends, num_cross_attend_heads=8, num_self_attend_heads=8,
+        qk_channels=8 * 32, v_channels=num_latent_channels, dropout=dropout,
+    )
+
+
+def _byte_decoder(query: PositionEncodingConfig | None, num_output_channels: int | None = None,
+                  dropout: float = 0.0) -> DecoderConfig:
+    """The byte MLM's decoder cross-attention (8 heads, qk 256, v 768, no query residual) on ``query``."""
+    return DecoderConfig(query=query, num_output_channels=num_output_channels, num_heads=8, qk_channels=8 * 32,
+                         v_channels=768, use_query_residual=False, dropout=dropout)
+
+
+@preset("language_perceiver_bytes_plus", MaskedLanguageModel)
+def language_perceiver_bytes_plus(max_seq_len: int = 2048, vocab_size: int = 262) -> PerceiverIOConfig:
+    """The paper's Perceiver IO++ byte MLM: ``language_perceiver_bytes`` with 40 self-attends and 1536 latent
+    channels (v 1536; 256 latents, qk 256, 8 heads and the 768-channel embedding and decoder kept);
+    425,607,430 parameters (the paper's 425M)."""
+    query = PositionEncodingConfig("trainable", (max_seq_len,), num_channels=768)
+    return PerceiverIOConfig(_byte_text(max_seq_len, vocab_size), _byte_encoder(1536, 40), _byte_decoder(query),
+                             TiedEmbeddingOutputAdapterConfig())
+
+
+@preset("perceiver_io_base_sentencepiece", MaskedLanguageModel)
+def perceiver_io_base_sentencepiece(max_seq_len: int = 512, vocab_size: int = 32000) -> PerceiverIOConfig:
+    """Perceiver IO Base for SentencePiece tokens: 512 tokens embedded in 768 channels, 256 x 1280 latents,
+    26 self-attends, the byte MLM's decoder (one query per position, tied embedding); 223,155,456 parameters at
+    the default 32,000-token vocabulary (the paper's 223M)."""
+    query = PositionEncodingConfig("trainable", (max_seq_len,), num_channels=768)
+    return PerceiverIOConfig(_byte_text(max_seq_len, vocab_size), _byte_encoder(), _byte_decoder(query),
+                             TiedEmbeddingOutputAdapterConfig())
+
+
+@preset("text_classifier_bytes", TextClassifier)
+def text_classifier_bytes(num_classes: int = 2, max_seq_len: int = 2048, vocab_size: int = 262,
+                          dropout: float = 0.0) -> PerceiverIOConfig:
+    """GLUE fine-tuning model: ``language_perceiver_bytes``' embedding, positions and encoder, and its decoder
+    cross-attention on one learned class query, then a Linear to ``num_classes`` (1: a regression score, STS-B);
+    199,537,410 parameters for 2 classes. ``init_from`` a converted ``language_perceiver_bytes`` directory loads
+    every weight but the query and the Linear."""
+    query = PositionEncodingConfig("trainable", (1,), num_channels=768)
+    return PerceiverIOConfig(_byte_text(max_seq_len, vocab_size), _byte_encoder(dropout=dropout),
+                             _byte_decoder(query, num_classes, dropout), ClassificationOutputAdapterConfig(num_classes))
+
+
+@preset("glue_multitask_bytes", MultiTaskTextClassifier)
+def glue_multitask_bytes(tasks: dict[str, int] | None = None, method: str = "task_queries", max_seq_len: int = 2048,
+                         vocab_size: int = 262, dropout: float = 0.0) -> PerceiverIOConfig:
+    """Multi-task GLUE (paper Table 3) on ``language_perceiver_bytes``: its embedding, positions, encoder and
+    decoder cross-attention, with ``method`` ``"shared_token"``, ``"task_tokens"`` or ``"task_queries"`` and a
+    linear head per task (``tasks``: ``{name: num_labels}``, default the eight GLUE tasks); 199,553,552 parameters
+    for the eight tasks with ``task_queries`` (199,548,944 ``shared_token``, 199,554,320 ``task_tokens``). ``init_from`` a converted ``language_perceiver_bytes`` loads every
+    weight but the task tokens, queries and heads."""
+    inputs, outputs = multitask_adapters(method, GLUE_NUM_LABELS if tasks is None else tasks,
+                                         _byte_text(max_seq_len, vocab_size), 768)
+    return PerceiverIOConfig(inputs, _byte_encoder(dropout=dropout), _byte_decoder(None, dropout=dropout), outputs)
+
+
+def _small_encoder(num_latents: int, num_latent_channels: int, num_self_attends: int, num_heads: int,
+                   widening_factor: int, dropout: float) -> EncoderConfig:
+    return EncoderConfig(
+        num_latents=num_latents, num_latent_channels=num_latent_channels, num_blocks=1,
+        num_self_attends_per_block=num_self_attends, num_cross_attend_heads=num_heads, num_self_attend_heads=num_heads,
+        cross_attend_widening_factor=widening_factor, self_attend_widening_factor=widening_factor, dropout=dropout,
+    )
+
+
+def _small_decoder(query: PositionEncodingConfig | None, num_channels: int, num_heads: int, widening_factor: int,
+                   dropout: float, num_output_channels: int | None = None) -> DecoderConfig:
+    return DecoderConfig(query=query, num_output_channels=num_output_channels, num_heads=num_heads,
+                         v_channels=num_channels, widening_factor=widening_factor, use_query_residual=False,
+                         dropout=dropout)
+
+
+@preset("language_bytes_small", MaskedLanguageModel)
+def language_bytes_small(
+    max_seq_len: int = 256, num_latents: int = 64, num_latent_channels: int = 128, num_self_attends: int = 4,
+    num_channels: int = 128, num_heads: int = 4, widening_factor: int = 1, vocab_size: int = 262,
+    dropout: float = 0.0,
+) -> PerceiverIOConfig:
+    """The byte MLM's structure at CPU size: 256 bytes embedded in 128 channels, 64 x 128 latents, 4 self-attends,
+    4 heads, one query per position, tied embedding; 705,542 parameters at the defaults. The pre-training model
+    of ``text_classifier_small`` and ``glue_multitask_small`` (same size arguments)."""
+    query = PositionEncodingConfig("trainable", (max_seq_len,), num_channels=num_channels)
+    return PerceiverIOConfig(
+        _byte_text(max_seq_len, vocab_size, num_channels),
+        _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),
+        _small_decoder(query, num_channels, num_heads, widening_factor, dropout),
+        TiedEmbeddingOutputAdapterConfig(),
+    )
+
+
+@preset("text_classifier_small", TextClassifier)
+def text_classifier_small(
+    num_classes: int = 2, max_seq_len: int = 256, num_latents: int = 64, num_latent_channels: int = 128,
+    num_self_attends: int = 4, num_channels: int = 128, num_heads: int = 4, widening_factor: int = 1,
+    vocab_size: int = 262, dropout: float = 0.0,
+) -> PerceiverIOConfig:
+    """``language_bytes_small`` with one learned class query and a Linear to ``num_classes`` (1: a regression
+    score): ``init_from`` a ``language_bytes_small`` of the same sizes loads every weight but those two;
+    672,898 parameters for 2 classes at the defaults."""
+    query = PositionEncodingConfig("trainable", (1,), num_channels=num_channels)
+    return PerceiverIOConfig(
+        _byte_text(max_seq_len, vocab_size, num_channels),
+        _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),
+        _small_decoder(query, num_channels, num_heads, widening_factor, dropout, num_classes),
+        ClassificationOutputAdapterConfig(num_classes),
+    )
+
+
+@preset("glue_multitask_small", MultiTaskTextClassifier)
+def glue_multitask_small(
+    tasks: dict[str, int] | None = None, method: str = "task_queries", max_seq_len: int = 256, num_latents: int = 64,
+    num_latent_channels: int = 128, num_self_attends: int = 4, num_channels: int = 128, num_heads: int = 4,
+    widening_factor: int = 1, vocab_size: int = 262, dropout: float = 0.0,
+) -> PerceiverIOConfig:
+    """``language_bytes_small`` for multi-task GLUE (paper Table 3): ``method`` ``"shared_token"``,
+    ``"task_tokens"`` or ``"task_queries"``, a linear head per task (``tasks``: ``{name: num_labels}``, default the
+    eight GLUE tasks); 675,600 parameters for the eight tasks with ``task_queries`` at the defaults
+    (674,832 ``shared_token``, 675,728 ``task_tokens``)."""
+    inputs, outputs = multitask_adapters(method, GLUE_NUM_LABELS if tasks is None else tasks,
+                                         _byte_text(max_seq_len, vocab_size, num_channels), num_channels)
+    return PerceiverIOConfig(
+        inputs,
+        _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),
+        _small_decoder(None, num_channels, num_heads, widening_factor, dropout),
+        outputs,
     )
 
 
@@ -118,6 +268,52 @@ def optical_flow_small(
                       cross_attend_widening_factor=2, self_attend_widening_factor=2),
         DecoderConfig(num_output_channels=2, num_heads=1, widening_factor=2, use_query_residual=False),
         FlowOutputAdapterConfig(rescale_factor=100.0, flow_scale_factor=20.0),
+    )
+
+
+def _conv_flow_token_resolution(train_size: tuple[int, int]) -> tuple[int, int, int]:
+    """Fourier ``max_resolution`` of the training size's token grid: (2 frames, h, w)."""
+    h, w = ConvFlowInputAdapterConfig.token_grid(*train_size)
+    return 2, h, w
+
+
+@preset("optical_flow_conv", OpticalFlowConv)
+def optical_flow_conv(train_size: tuple[int, int] = (368, 496)) -> PerceiverIOConfig:
+    """Conv + max-pool of both frames + 3D Fourier features -> 2 x 92 x 124 = 22816 x 451 inputs; 2048 x 512
+    latents, 24 self-attends; 11408 frame-1 queries decode 146 channels; 41,793,104 parameters.
+
+    The encoder and decoder are the released ``optical_flow`` preset's; the Fourier features' maximum resolution
+    is the training size's token grid, as ``optical_flow`` uses its pixel grid.
+    """
+    h, w = train_size
+    return PerceiverIOConfig(
+        ConvFlowInputAdapterConfig((3, h, w), num_conv_channels=64, num_bands=64,
+                                   max_resolution=_conv_flow_token_resolution(train_size)),
+        EncoderConfig(num_latents=2048, num_latent_channels=512, num_blocks=1, num_self_attends_per_block=24,
+                      num_cross_attend_heads=1, num_self_attend_heads=16),
+        DecoderConfig(num_output_channels=num_convex_channels(), num_heads=1, use_query_residual=False),
+        ConvFlowOutputAdapterConfig(rescale_factor=100.0, flow_scale_factor=20.0),
+    )
+
+
+@preset("optical_flow_conv_small", OpticalFlowConv)
+def optical_flow_conv_small(
+    train_size: tuple[int, int] = (64, 96), num_latents: int = 128, num_latent_channels: int = 128,
+    num_self_attends: int = 4, num_bands: int = 16,
+) -> PerceiverIOConfig:
+    """The conv + max-pool flow model's structure at CPU size: 2 x 16 x 24 tokens of a 64 x 96 pair, 128 x 128
+    latents, 4 self-attends, frame 1's encoded tokens as queries, convex upsampling to full size (mirrors
+    ``optical_flow_small``); 924,741 parameters."""
+    h, w = train_size
+    return PerceiverIOConfig(
+        ConvFlowInputAdapterConfig((3, h, w), num_conv_channels=64, num_bands=num_bands,
+                                   max_resolution=_conv_flow_token_resolution(train_size)),
+        EncoderConfig(num_latents=num_latents, num_latent_channels=num_latent_channels, num_blocks=1,
+                      num_self_attends_per_block=num_self_attends, num_cross_attend_heads=1, num_self_attend_heads=4,
+                      cross_attend_widening_factor=2, self_attend_widening_factor=2),
+        DecoderConfig(num_output_channels=num_convex_channels(), num_heads=1, widening_factor=2,
+                      use_query_residual=False),
+        ConvFlowOutputAdapterConfig(rescale_factor=100.0, flow_scale_factor=20.0),
     )
 
 

@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "image-classifier": "perceiver_io.training.image.ImageClassificationTask",
     "multimodal-autoencoder": "perceiver_io.training.multimodal.MultimodalAutoencodingTask",
     "optical-flow": "perceiver_io.training.flow.OpticalFlowTask",
+    "text-classifier": "perceiver_io.training.text.TextClassificationTask",
     "unit-sets": "perceiver_io.training.unit_sets.UnitSetTask",
 }
 

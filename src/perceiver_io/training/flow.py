@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from ..core.validation import check_positive
+from ..core.validation import check_choice, check_positive
 from ..flow_metrics import FlowMetrics
-from ..models.flow import OpticalFlow
+from ..models.flow import TILING_MODES, OpticalFlow, predict_tiled, training_size, use_tiling
+from ..models.flow_conv import OpticalFlowConv
 from .task import PerceiverTask
 
 
@@ -34,17 +35,43 @@ class OpticalFlowTask(PerceiverTask):
     frame 2) and optionally ``valid [B, H, W]``, as :class:`~perceiver_io.data.SyntheticFlowDataModule` gives.
     Loss: the mean end-point error over valid pixels. ``output_points``: decode only this many random pixels per
     training step (None: all). Evaluation decodes every pixel and logs EPE, 1/3/5-pixel accuracy and Fl-all
-    (:class:`~perceiver_io.flow_metrics.FlowMetrics`). All other arguments:
+    (:class:`~perceiver_io.flow_metrics.FlowMetrics`).
+
+    Validation, test and predict run frames larger than the model's training size (:func:`training_size`) the
+    official way, as overlapping training-size tiles stitched with tent weights
+    (:func:`~perceiver_io.models.flow.predict_tiled`). ``eval_tiling``: ``"auto"`` (tiles for frames larger than
+    the training size, the model at once otherwise and for models without a training size), ``"native"`` (always
+    at once: the model takes any size) or ``"tiled"``. ``tile_min_overlap``: the least overlap of neighbouring
+    tiles in pixels. ``tile_batch_size``: tiles per forward pass; None: as many as the batch has pairs, so tiled
+    evaluation needs the memory of a training-size batch. All other arguments:
     :class:`~perceiver_io.training.task.PerceiverTask`.
     """
 
-    model_class = OpticalFlow
+    model_class = (OpticalFlow, OpticalFlowConv)
 
-    def __init__(self, *args: Any, output_points: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, output_points: int | None = None, eval_tiling: str = "auto", tile_min_overlap: int = 20,
+        tile_batch_size: int | None = None, **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if output_points is not None:
             check_positive("output_points", output_points)
+        check_choice("eval_tiling", eval_tiling, TILING_MODES)
+        check_positive("tile_min_overlap", tile_min_overlap)
+        if tile_batch_size is not None:
+            check_positive("tile_batch_size", tile_batch_size)
+        size = training_size(self.model)
+        if eval_tiling == "tiled" and size is None:
+            raise ValueError(f"eval_tiling: 'tiled' needs the model's training size (the tile size), and a "
+                             f"{type(self.model).__name__} has none; use 'auto' or 'native'")
+        # Checked here only when every evaluation tiles; with "auto" the overlap matters only for frames larger than
+        # the training size, and is checked (under this argument's name) when such a batch comes.
+        if eval_tiling == "tiled":
+            self._check_overlap(tile_min_overlap, size)  # type: ignore[arg-type]
         self.output_points = output_points
+        self.eval_tiling = eval_tiling
+        self.tile_min_overlap = tile_min_overlap
+        self.tile_batch_size = tile_batch_size
         self.val_metrics = FlowMetrics()
         self.test_metrics = FlowMetrics()
 
@@ -57,6 +84,22 @@ class OpticalFlowTask(PerceiverTask):
 
     def forward(self, frames: torch.Tensor, subsampled_output_points: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_model(frames, subsampled_output_points=subsampled_output_points)
+
+    @staticmethod
+    def _check_overlap(overlap: int, size: tuple[int, int]) -> None:
+        if overlap >= min(size):
+            raise ValueError(f"tile_min_overlap: expected less than the tile size (the training size) "
+                             f"{size[0]}x{size[1]}, got {overlap}")
+
+    def predict_flow(self, frames: torch.Tensor) -> torch.Tensor:
+        """Evaluation flow ``[B, 2, H, W]`` of ``frames [B, 2, C, H, W]``: tiled or at once, as ``eval_tiling``
+        decides for this size."""
+        size = training_size(self.model)
+        if not use_tiling(self.eval_tiling, (frames.shape[-2], frames.shape[-1]), size):
+            return self(frames)
+        self._check_overlap(self.tile_min_overlap, size)  # type: ignore[arg-type]
+        return predict_tiled(self.forward_model, frames, size, self.tile_min_overlap,  # type: ignore[arg-type]
+                             self.tile_batch_size or frames.shape[0])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         frames, flow, valid = batch["frames"], batch["flow"], batch.get("valid")
@@ -74,7 +117,7 @@ class OpticalFlowTask(PerceiverTask):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         flow, valid = batch["flow"], batch.get("valid")
-        pred = self(batch["frames"])
+        pred = self.predict_flow(batch["frames"])
         self.log(f"{stage}/loss", masked_epe(pred, flow, valid), batch_size=flow.shape[0])
         (self.val_metrics if stage == "val" else self.test_metrics).update(pred, flow, valid)
 
@@ -97,6 +140,6 @@ class OpticalFlowTask(PerceiverTask):
         self._log_metrics("test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Flow ``[B, 2, H, W]`` (pixels) of each pair."""
+        """Flow ``[B, 2, H, W]`` (pixels) of each pair (tiled as ``eval_tiling`` says)."""
         frames = batch["frames"] if isinstance(batch, dict) else batch
-        return self(frames)
+        return self.predict_flow(frames)

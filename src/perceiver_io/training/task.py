@@ -3,9 +3,11 @@ optimiser recipe, schedules, and the engineering switches (activation checkpoint
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
@@ -16,6 +18,29 @@ from ..serialization import model_component
 from .optim import build_optimizer, constant_then_cosine, warmup_cosine
 
 SCHEDULES = ("constant_cosine", "warmup_cosine", "constant")
+
+
+def load_matching_weights(model: nn.Module, directory: str) -> list[str]:
+    """Copy into ``model`` every weight of the saved model in ``directory`` whose name and shape match; returns the
+    names of ``model``'s tensors that kept their own initialisation (and says so once, with the skipped ones).
+
+    A ``ValueError`` if nothing matches (the wrong directory, most likely)."""
+    from ..serialization import from_pretrained
+
+    source = from_pretrained(directory).state_dict()
+    target = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"init_from: no weight of {directory} fits the model (names or shapes all differ)")
+    model.load_state_dict(matched, strict=False)
+    fresh = sorted(k for k in target if k not in matched)
+    unused = sorted(k for k in source if k not in matched)
+    if fresh or unused:
+        rank_zero_info(
+            f"init_from {directory}: loaded {len(matched)} of {len(target)} tensors; "
+            f"re-initialised: {', '.join(fresh) or 'none'}; not used: {', '.join(unused) or 'none'}"
+        )
+    return fresh
 
 
 class PerceiverTask(pl.LightningModule):
@@ -37,6 +62,13 @@ class PerceiverTask(pl.LightningModule):
             when ``warmup_steps`` is 0.
         activation_checkpointing: recompute the latent self-attention stack in the backward pass.
         compile: ``torch.compile`` the model.
+        init_from: start from the weights of a saved model (a ``save_pretrained`` directory: ours, an exported
+            checkpoint, or a converted official or transformers model). Alone (no ``model``/``preset``) it is the
+            model, all weights loaded strictly (e.g. to evaluate converted official weights); beside a ``model`` or
+            ``preset`` every weight whose name and shape fit is loaded and the others keep their fresh
+            initialisation (e.g. a new classification head), listed in one message. An official (haiku)
+            ``.pickle`` / ``.pystate`` file fills the ``preset``'s model, every weight strictly (one command from
+            DeepMind's checkpoint to an evaluation).
     """
 
     model_class: type[nn.Module] | tuple[type[nn.Module], ...] = PerceiverIO
@@ -59,12 +91,24 @@ class PerceiverTask(pl.LightningModule):
         warmup_fraction: float = 0.0,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         check_choice("schedule", schedule, SCHEDULES)
         check_choice("optimizer", optimizer, ("lamb", "adamw"))
         self.save_hyperparameters()
-        self.model = self.build_model(model, preset, overrides)
+        self.reinitialised: list[str] = []
+        """Names of the tensors ``init_from`` could not fill (empty without it)."""
+        if init_from is not None and model is None and preset is None:
+            self.model = self.load_model(init_from)
+        else:
+            self.model = self.build_model(model, preset, overrides)
+            if init_from is not None and Path(init_from).is_file():  # an official checkpoint: every weight, strictly
+                from ..convert.haiku import from_haiku
+
+                from_haiku(init_from, self.model).train()  # type: ignore[arg-type]
+            elif init_from is not None:
+                self.reinitialised = load_matching_weights(self.model, init_from)
         if activation_checkpointing:
             if not isinstance(self.model, PerceiverIO):
                 raise ValueError(f"activation_checkpointing: only for Perceiver IO models, not {type(self.model).__name__}")
@@ -94,6 +138,20 @@ class PerceiverTask(pl.LightningModule):
             names = " or ".join(c.__name__ for c in classes)
             raise ValueError(f"model: this task trains a {names}, the config builds a {type(built).__name__}")
         return built
+
+    def load_model(self, directory: str) -> nn.Module:
+        """The model saved in ``directory``, in training mode; it must be one this task trains."""
+        from ..serialization import from_pretrained
+
+        classes = self.model_class if isinstance(self.model_class, tuple) else (self.model_class,)
+        if Path(directory).is_file():
+            raise ValueError(f"init_from: {directory} is a file; an official checkpoint needs the preset it belongs "
+                             "to (model.preset), a saved model is a directory")
+        loaded = from_pretrained(directory).train()
+        if not isinstance(loaded, classes):
+            names = " or ".join(c.__name__ for c in classes)
+            raise ValueError(f"init_from: this task trains a {names}, {directory} holds a {type(loaded).__name__}")
+        return loaded
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from .export import MODEL_CONFIG_KEY, MODEL_TYPE_KEY, TASK_KEY
