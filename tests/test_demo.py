@@ -117,6 +117,42 @@ def test_quick_unit_sets_section(quick_demo):
     assert model(inputs).pointer_logits.shape == (1, 5, 5)
 
 
+def test_quick_flow_section(quick_demo):
+    out, printed = quick_demo
+    folder = out / "flow"
+    for name in ("pairs.png", "learning_curve.png", "model/config.json", "model/model.safetensors",
+                 "logs/perceiver/metrics.csv"):
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["reloaded_flow_identical"] is True and metrics["steps"] == demo.flow.QUICK_STEPS
+    results = metrics["results"]
+    # The baselines are measured on the real test pairs, even in quick mode: zero flow is the mean flow speed
+    # (about 1.6 px for motions up to 4 px), and Farnebäck (OpenCV, a test dependency) is well below it.
+    assert 1.0 < results["zero"]["epe"] < 2.5 and results["zero"]["1px"] < 0.6
+    assert results["farneback"]["epe"] < 0.8 * results["zero"]["epe"]
+    assert 0.0 <= results["model"]["epe"] < 10.0
+    assert "zero flow" in printed and "Farnebäck" in printed
+    model = from_pretrained(folder / "model")
+    h, w = demo.flow.FLOW_DATA["size"]
+    assert model(torch.zeros(1, 2, 3, h, w)).shape == (1, 2, h, w)
+
+
+def test_flow_config_file_is_the_demo_recipe():
+    import yaml
+
+    from perceiver_io.demo.flow import FLOW_DATA, FLOW_STEPS, FLOW_TASK, VAL_EVERY
+
+    config = yaml.safe_load((CONFIGS.parent / "optical_flow" / "synthetic.yaml").read_text())
+    expected = {**FLOW_TASK, "overrides": {k: list(v) if isinstance(v, tuple) else v
+                                           for k, v in FLOW_TASK["overrides"].items()}}
+    assert config["model"] == expected
+    data = config["data"]["init_args"]
+    assert data == {**{k: list(v) if isinstance(v, tuple) else v for k, v in FLOW_DATA.items()},
+                    "num_train": FLOW_STEPS * FLOW_DATA["batch_size"]}
+    assert config["trainer"]["max_epochs"] == 1 and config["trainer"]["val_check_interval"] == VAL_EVERY
+    assert config["seed_everything"] == demo.flow.SEED
+
+
 def test_quick_multimodal_section(quick_demo):
     import wave
 

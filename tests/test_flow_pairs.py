@@ -123,6 +123,26 @@ def test_segment_flow_is_the_affine_flow_of_the_visible_layer():
     assert not np.allclose(motions[0], motions[1])
 
 
+def test_translation_pairs_move_every_layer_rigidly():
+    max_flow = 4.0
+    pair = render_pair(np.random.default_rng(8), (32, 48), max_flow, num_segments=3, motion="translation",
+                       return_layers=True)
+    motions, layers, flow = pair["motions"].numpy(), pair["layers"][0], pair["flow"]
+    np.testing.assert_allclose(motions[:, :2, :2], np.broadcast_to(np.eye(2), (4, 2, 2)))  # no rotation or zoom
+    assert (np.linalg.norm(motions[:, :2, 2], axis=1) <= max_flow).all()
+    for layer in layers.unique():  # one flow vector per visible layer: its translation
+        vectors = flow[:, layers == layer]
+        torch.testing.assert_close(vectors, torch.tensor(motions[layer, :2, 2], dtype=torch.float32)[:, None]
+                                   .expand_as(vectors), rtol=0, atol=1e-5)
+    error = (_warp_back(pair["frames"][1], flow) - pair["frames"][0]).abs().mean(0)
+    interior = pair["valid"] & _same_layer_footprint(pair)
+    assert error[interior].mean() < 0.02
+    data = SyntheticFlowDataModule(size=(32, 48), max_flow=max_flow, motion="translation", batch_size=2, num_train=2,
+                                   num_val=2, num_test=2)
+    data.setup("fit")
+    assert data.datasets["train"].motion == "translation"
+
+
 def test_valid_share_and_flow_bound():
     max_flow = 8.0
     pairs = [render_pair(np.random.default_rng([7, i]), max_flow=max_flow) for i in range(12)]
@@ -172,6 +192,8 @@ def test_dataset_deterministic_by_seed_split_index():
         (lambda: SyntheticFlowPairs(4, seed=-1), "seed"),
         (lambda: SyntheticFlowPairs(4, split="dev"), "split"),
         (lambda: SyntheticFlowPairs(4, max_flow=-2), "max_flow"),
+        (lambda: SyntheticFlowPairs(4, motion="shear"), "motion"),
+        (lambda: render_pair(np.random.default_rng(0), motion="zoom"), "motion"),
         (lambda: SyntheticFlowDataModule(batch_size=0), "batch_size"),
         (lambda: SyntheticFlowDataModule(num_val=0), "num_val"),
         (lambda: SyntheticFlowDataModule(size=(64, 2)), "size"),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import itertools
 import json
 from pathlib import Path
@@ -514,3 +516,20 @@ def test_data_module_in_a_lightning_fit() -> None:
     assert [epoch for epoch, _ in model.labels] == [0, 1]
     assert not torch.equal(model.labels[0][1], model.labels[1][1])  # Lightning's set_epoch: fresh masks
     assert torch.isfinite(trainer.callback_metrics["val_loss"])
+
+
+def test_streamed_training_windows_are_shared_out_between_processes():
+    # Two processes of a distributed run (rank and world size as the dataset reads them from torch.distributed at
+    # construction): each trains on its own documents, together on all of them.
+    documents = [f"document{i:02d} " + "word " * 5 for i in range(12)]
+
+    def stream(rank: int, world: int) -> list[str]:
+        data = StreamingMaskedWindows(lambda: iter(documents), TOK, 32, "train", 0, True)
+        data.rank, data.world_size = rank, world
+        originals = [torch.where(item["labels"] != -100, item["labels"], item["input_ids"]) for item in data]
+        text = b"".join(bytes(int(i) - 6 for i in ids if i >= 6) for ids in originals)  # windows in stream order
+        return sorted(set(re.findall(rb"document\d\d", text)))
+
+    single, first, second = stream(0, 1), stream(0, 2), stream(1, 2)
+    assert first and second and not set(first) & set(second)
+    assert sorted(first + second) == single

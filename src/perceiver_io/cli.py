@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("checkpoint", help="a .ckpt written by training")
     export.add_argument("output_dir", help="directory for config.json + model.safetensors")
     _add_flow_parser(sub)
+    from .fill_mask import add_fill_mask_parser
+
+    add_fill_mask_parser(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -123,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             from .flow_tool import run_flow_command
 
             return run_flow_command(args)
+        elif args.command == "fill-mask":
+            from .fill_mask import run_fill_mask
+
+            return run_fill_mask(args)
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"perceiver-io {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -21,6 +21,13 @@ from .flow_conv import (
 )
 from .image import ImageInputAdapter, ImageInputAdapterConfig
 from .label import LabelInputAdapter, LabelInputAdapterConfig
+from .multitask import (
+    METHODS as MULTITASK_METHODS,
+    MultiTaskClassificationOutputAdapter,
+    MultiTaskClassificationOutputAdapterConfig,
+    TaskTokenTextInputAdapter,
+    TaskTokenTextInputAdapterConfig,
+)
 from .multimodal import (
     MultimodalInputAdapter,
     MultimodalInputAdapterConfig,
@@ -37,10 +44,12 @@ __all__ = [
     "ConvFlowInputAdapterConfig", "ConvFlowOutputAdapter", "ConvFlowOutputAdapterConfig", "DecodeContext", "FourierQueryOutputAdapter",
     "FlowInputAdapter", "FlowInputAdapterConfig", "FlowOutputAdapter", "FlowOutputAdapterConfig",
     "ImageInputAdapter", "ImageInputAdapterConfig", "InputAdapter", "InputAdapterConfig",
-    "LabelInputAdapter", "LabelInputAdapterConfig", "MultimodalInputAdapter", "MultimodalInputAdapterConfig",
+    "LabelInputAdapter", "LabelInputAdapterConfig", "MULTITASK_METHODS", "MultiTaskClassificationOutputAdapter",
+    "MultiTaskClassificationOutputAdapterConfig", "MultimodalInputAdapter", "MultimodalInputAdapterConfig",
     "MultimodalOutputAdapter", "MultimodalOutputAdapterConfig", "OutputAdapter", "OutputAdapterConfig",
     "QueryingOutputAdapter", "SetInputAdapter", "SetInputAdapterConfig", "SetOutputAdapter",
-    "SetOutputAdapterConfig", "SetOutputs", "TextInputAdapter", "TextInputAdapterConfig", "TiedEmbeddingOutputAdapter",
+    "SetOutputAdapterConfig", "SetOutputs", "TaskTokenTextInputAdapter", "TaskTokenTextInputAdapterConfig",
+    "TextInputAdapter", "TextInputAdapterConfig", "TiedEmbeddingOutputAdapter",
     "TiedEmbeddingOutputAdapterConfig", "VideoInputAdapter", "VideoInputAdapterConfig", "VideoOutputAdapter",
     "VideoOutputAdapterConfig", "convex_upsample",
 ]

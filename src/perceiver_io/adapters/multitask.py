@@ -28,7 +28,12 @@ from ..core.init import linear, trunc_normal_
 from ..core.position import PositionEncodingConfig, build_position_encoding
 from ..core.registry import register
 from ..core.validation import check_choice, check_positive, check_tensor
-from .base import DecodeContext, InputAdapterConfig, OutputAdapterConfig, QueryingOutputAdapter
+from .base import (
+    DecodeContext,
+    InputAdapterConfig,
+    OutputAdapterConfig,
+    QueryingOutputAdapter,
+)
 from .text import TextInputAdapter, TextInputAdapterConfig
 
 METHODS: tuple[str, ...] = ("shared_token", "task_tokens", "task_queries")

@@ -32,11 +32,13 @@ from torch.utils.data import Dataset
 from ..core.validation import check_choice, check_positive
 from .generated import SPLITS, GeneratedDataModule, Split
 
-__all__ = ["SyntheticFlowDataModule", "SyntheticFlowPairs", "render_pair", "sample_photos"]
+__all__ = ["MOTIONS", "SyntheticFlowDataModule", "SyntheticFlowPairs", "render_pair", "sample_photos"]
 
 MIN_SIDE = 8  # the smallest frame side: below this a segment is a pixel or two and the flow says little
 _NUM_SEGMENTS = (2, 4)  # inclusive range of foreground segments per pair
 _SHAPES = ("ellipse", "polygon", "chair")
+MOTIONS = ("affine", "translation")
+"""Layer motion models of :func:`render_pair`."""
 #: The photos are resized (anti-aliased) so a frame covers about half of each side of the texture: the background crop
 #: then shows a recognisable part of a photo, and texture magnifications near 1 avoid aliasing and blur.
 _TEXTURE_SCALE = 2.0
@@ -115,9 +117,15 @@ def _affine(angle: float = 0.0, scale: float = 1.0, shift: tuple[float, float] =
     return np.array([[c, -s, shift[0]], [s, c, shift[1]], [0.0, 0.0, 1.0]])
 
 
-def _motion(rng: np.random.Generator, centre: np.ndarray, radius: float, max_flow: float) -> np.ndarray:
+def _motion(rng: np.random.Generator, centre: np.ndarray, radius: float, max_flow: float,
+            kind: str = "affine") -> np.ndarray:
     """``[3, 3]`` float64: a random frame-1 -> frame-2 motion that rotates and zooms about ``centre`` and translates,
-    moving no point within ``radius`` of ``centre`` by much more than ``max_flow`` pixels."""
+    moving no point within ``radius`` of ``centre`` by much more than ``max_flow`` pixels; ``kind="translation"``:
+    a translation of up to ``max_flow`` pixels only (one flow vector per layer)."""
+    if kind == "translation":
+        direction = rng.uniform(0, 2 * math.pi)
+        length = max_flow * math.sqrt(rng.uniform())  # uniform over the disc of radius max_flow
+        return _affine(shift=(length * math.cos(direction), length * math.sin(direction)))
     radius = max(radius, 1.0)
     # Clipped so a large max_flow does not spin or blow up a layer: beyond this it should translate instead.
     angle = rng.uniform(-1, 1) * min(_ROTATION_SHARE * max_flow / radius, 0.3)
@@ -180,6 +188,7 @@ def render_pair(
     max_flow: float = 8.0,
     *,
     num_segments: int | None = None,
+    motion: str = "affine",
     return_layers: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One random pair of frames with its exact forward flow, drawn from ``rng`` alone.
@@ -190,6 +199,9 @@ def render_pair(
         max_flow: the flow magnitude bound in pixels: every layer's motion moves the points of that layer by at most
             about ``max_flow`` (translation up to ``0.6 max_flow`` plus rotation and zoom about the layer's centre).
         num_segments: foreground segments; None draws 2-4, 0 gives a pure background pair (one global affine flow).
+        motion: ``"affine"`` (each layer rotates and zooms about its centre and translates, as FlyingChairs'
+            segments do) or ``"translation"`` (each layer only translates, by up to ``max_flow`` pixels: piecewise
+            constant flow, an easier problem).
         return_layers: also return ``layers [2, H, W]`` int64 (the layer visible at each pixel of each frame: 0 the
             background, ``1..n`` the segments bottom to top) and ``motions [n + 1, 3, 3]`` float64 (each layer's
             frame-1 -> frame-2 map ``B_l`` on homogeneous ``(x, y, 1)`` pixel coordinates), for tests and debugging.
@@ -204,6 +216,8 @@ def render_pair(
     if num_segments is None:
         num_segments = int(rng.integers(_NUM_SEGMENTS[0], _NUM_SEGMENTS[1] + 1))
     check_positive("num_segments", num_segments, allow_zero=True)
+    check_choice("motion", motion, MOTIONS)
+    motion_kind = motion  # the name `motion` is the list of layer motions below
     textures = _textures(height, width)
     tex_h, tex_w = textures.shape[-2:]
     frame_centre = np.array([(width - 1) / 2, (height - 1) / 2])
@@ -215,7 +229,7 @@ def render_pair(
     # Background: object coordinates are frame-1 pixels; G is a random similarity onto a crop of a photo.
     photo.append(int(rng.integers(2)))
     place.append(np.eye(3))
-    motion.append(_motion(rng, frame_centre, float(np.hypot(*frame_centre)), max_flow))
+    motion.append(_motion(rng, frame_centre, float(np.hypot(*frame_centre)), max_flow, motion_kind))
     angle, scale = rng.uniform(-0.2, 0.2), rng.uniform(0.8, 1.25)
     # The crop's centre keeps the rotated, scaled frame inside the texture when it fits (else reflection covers it).
     half_w = 0.5 * scale * (width * abs(math.cos(angle)) + height * abs(math.sin(angle)))
@@ -233,7 +247,7 @@ def render_pair(
         outlines.append(_shape_params(rng, _SHAPES[int(rng.integers(len(_SHAPES)))], radius))
         photo.append(int(rng.integers(2)))
         place.append(_affine(rng.uniform(0, 2 * math.pi), 1.0, tuple(centre)))
-        motion.append(_motion(rng, centre, radius, max_flow))
+        motion.append(_motion(rng, centre, radius, max_flow, motion_kind))
         scale = rng.uniform(0.8, 1.25)
         reach = radius * scale
         # The busiest of a few random spots: flat patches (sky, blurred background) would make featureless segments
@@ -308,13 +322,14 @@ class SyntheticFlowPairs(Dataset):
     """
 
     def __init__(self, num_pairs: int, size: tuple[int, int] = (64, 96), max_flow: float = 8.0, seed: int = 0,
-                 split: Split = "train") -> None:
+                 split: Split = "train", motion: str = "affine") -> None:
         check_positive("num_pairs", num_pairs)
         self.size = _check_size(size)
         self.max_flow = _check_max_flow(max_flow)
         check_positive("seed", seed, allow_zero=True)  # numpy's SeedSequence takes non-negative ints only
         check_choice("split", split, SPLITS)
-        self.num_pairs, self.seed, self.split = num_pairs, seed, split
+        check_choice("motion", motion, MOTIONS)
+        self.num_pairs, self.seed, self.split, self.motion = num_pairs, seed, split, motion
 
     def __len__(self) -> int:
         return self.num_pairs
@@ -324,7 +339,7 @@ class SyntheticFlowPairs(Dataset):
             raise IndexError(f"index: expected in [{-self.num_pairs}, {self.num_pairs}), got {index}")
         index = int(index) % self.num_pairs
         rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index])
-        return render_pair(rng, self.size, self.max_flow)
+        return render_pair(rng, self.size, self.max_flow, motion=self.motion)
 
 
 class SyntheticFlowDataModule(GeneratedDataModule):
@@ -337,6 +352,7 @@ class SyntheticFlowDataModule(GeneratedDataModule):
     Args:
         size: ``(H, W)`` of the frames.
         max_flow: the flow magnitude bound in pixels (see :func:`render_pair`).
+        motion: ``"affine"`` or ``"translation"`` layer motions (see :func:`render_pair`).
         batch_size: pairs per batch.
         num_train, num_val, num_test: pairs per split.
         seed: seeds the pairs of every split and the training shuffle (non-negative).
@@ -347,6 +363,7 @@ class SyntheticFlowDataModule(GeneratedDataModule):
         self,
         size: tuple[int, int] = (64, 96),
         max_flow: float = 8.0,
+        motion: str = "affine",
         batch_size: int = 8,
         num_train: int = 4096,
         num_val: int = 128,
@@ -357,8 +374,10 @@ class SyntheticFlowDataModule(GeneratedDataModule):
         super().__init__(batch_size, num_train, num_val, num_test, seed, num_workers)
         self.size = _check_size(size)
         self.max_flow = _check_max_flow(max_flow)
+        check_choice("motion", motion, MOTIONS)
+        self.motion = motion
         self.save_hyperparameters()
         self.image_shape: tuple[int, int, int] = (3, *self.size)
 
     def make_dataset(self, split: Split, size: int) -> SyntheticFlowPairs:
-        return SyntheticFlowPairs(size, self.size, self.max_flow, self.seed, split)
+        return SyntheticFlowPairs(size, self.size, self.max_flow, self.seed, split, self.motion)

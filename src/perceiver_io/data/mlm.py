@@ -162,14 +162,17 @@ class StreamingMaskedWindows(IterableDataset):
     Items as in :class:`MaskedWindowDataset`.  Every DataLoader worker reads the whole text stream and keeps its
     share, so what a split contains never depends on how a ``datasets`` source is cut into files:
 
-    * training (``fresh_masks``): worker ``w`` of ``n`` packs documents ``w, w + n, ...``; at most
-      ``max_windows`` windows per epoch in all; a shuffle buffer of ``shuffle_buffer`` windows mixes windows of
-      different documents; masks are seeded by (seed, epoch, worker, position), so the training stream depends on
-      ``num_workers``.  The epoch is counted per ``iter()`` of the dataset copy that iterates: in the main
+    * training (``fresh_masks``): the documents are shared out between all processes of a distributed run and
+      their DataLoader workers: reader ``r`` of ``n`` (``n`` = processes x workers, ``r = rank x workers + w``)
+      packs documents ``r, r + n, ...``, so no two processes train on the same text; at most ``max_windows``
+      windows per epoch in all; a shuffle buffer of ``shuffle_buffer`` windows mixes windows of
+      different documents; masks are seeded by (seed, epoch, reader, position), so the training stream depends on
+      ``num_workers`` and the number of processes.  The epoch is counted per ``iter()`` of the dataset copy that iterates: in the main
       process, or in persistent workers (the data module's DataLoaders keep their workers) once per epoch of that
       DataLoader.  A *new* multi-worker DataLoader starts again at epoch 0, so iterate one DataLoader for all
       epochs (as Lightning does).  Workers beyond ``max_windows`` yield nothing.
-    * validation / test: every worker packs all documents and keeps the blocks of ``batch_size`` consecutive
+    * validation / test: every process evaluates the whole split (the same numbers on every rank); every worker
+      packs all documents and keeps the blocks of ``batch_size`` consecutive
       windows with ``block % n == w``; the DataLoader takes batches from the workers in turn, so the batches are
       exactly those of ``num_workers=0``; masks are seeded by (seed, split, window index), the same every epoch.
 
@@ -195,6 +198,11 @@ class StreamingMaskedWindows(IterableDataset):
         self.max_windows, self.batch_size = max_windows, batch_size
         self.shuffle_buffer, self.where = shuffle_buffer, where
         self.epoch = 0
+        # Read here, in the process that builds the dataset (Lightning's setup runs after the process group is up),
+        # not in DataLoader workers, where the group is not usable.
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank = torch.distributed.get_rank() if distributed else 0
+        self.world_size = torch.distributed.get_world_size() if distributed else 1
 
     def _documents(self, counter: list[int]) -> Iterator[str]:
         for doc in self.documents():
@@ -215,6 +223,8 @@ class StreamingMaskedWindows(IterableDataset):
         seen = [0]  # documents read (all workers' shares), to tell an empty split from an empty share
         split_index = _SPLIT_INDEX[self.split]
         if self.fresh_masks:
+            # One reader per (process, worker): rank-major, so one process' workers read neighbouring shares.
+            worker, num_workers = self.rank * num_workers + worker, self.world_size * num_workers
             docs = (d for i, d in enumerate(self._documents(seen)) if i % num_workers == worker)
             limit = None
             if self.max_windows is not None:
@@ -270,9 +280,9 @@ class MaskedLanguageModelingDataModule(pl.LightningDataModule):
     * in memory (``streaming=False``; the default for ``"stdlib"``): all windows (up to the caps) are built in
       :meth:`setup`; training order is reshuffled every epoch (:class:`EpochShuffleSampler`).
     * streamed (``streaming=True``; the default for files and ``datasets`` sources): windows are built while the
-      text streams in (:class:`StreamingMaskedWindows`, whose docstring covers worker sharding); training windows
-      pass a shuffle buffer.  Distributed (multi-process) training is not sharded: every rank would read the
-      same stream.
+      text streams in (:class:`StreamingMaskedWindows`, whose docstring covers the sharding); training windows
+      pass a shuffle buffer, and the processes of a distributed run and their workers each train on their own
+      share of the documents.
 
     Args:
         source: ``"stdlib"`` (:func:`~perceiver_io.data.text_corpus.stdlib_corpus`, ~1.3 MB of train text), local

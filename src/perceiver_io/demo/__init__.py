@@ -19,7 +19,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import digits, multimodal, unit_sets
+from . import digits, flow, multimodal, unit_sets
 from .report import print_section, print_totals, write_index
 from .section import Picture, Section, SectionResult
 
@@ -27,6 +27,7 @@ SECTIONS: list[Section] = [
     digits.SECTION,
     multimodal.SECTION,
     unit_sets.SECTION,
+    flow.SECTION,
 ]
 """Every section, in the order ``perceiver-io demo`` runs them and the page shows them."""
 

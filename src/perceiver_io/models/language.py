@@ -80,6 +80,7 @@ class MultiTaskTextClassifier(PerceiverIO):
         super().__init__(input_adapter, encoder, decoder, output_adapter)
         self.method: str = multitask_method(input_adapter.config, output_adapter.config)
         """One of ``"shared_token"``, ``"task_tokens"``, ``"task_queries"``."""
+        # [T] outputs per task, by task id (a buffer, so it follows the model's device; not saved).
         self.register_buffer("num_labels", torch.tensor(list(self.tasks.values())), persistent=False)
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 # command name -> "module.Class" of its LightningModule
 TASKS: dict[str, str] = {
     "image-classifier": "perceiver_io.training.image.ImageClassificationTask",
+    "mlm": "perceiver_io.training.mlm.MaskedLanguageModelingTask",
     "multimodal-autoencoder": "perceiver_io.training.multimodal.MultimodalAutoencodingTask",
     "optical-flow": "perceiver_io.training.flow.OpticalFlowTask",
     "text-classifier": "perceiver_io.training.text.TextClassificationTask",

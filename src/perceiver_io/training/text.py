@@ -120,8 +120,8 @@ class TextClassificationTask(PerceiverTask):
 
     def configure_tasks(self, tasks: Sequence[str], num_labels: dict[str, int] | None = None) -> None:
         """Check that the model has a head for each of the data's GLUE ``tasks`` (in the data's task-id order) and
-        set up the metrics. ``setup`` calls this with the data module's tasks; call it yourself to run the
-        steps without a trainer."""
+        set up the metrics. ``setup`` calls this with the data module's tasks; call it yourself to use
+        :meth:`model_task_ids` and the loss without a trainer."""
         tasks = resolve_glue_tasks(list(tasks), "data.tasks")
         num_labels = num_labels or {t: GLUE_TASKS[t].num_labels for t in tasks}
         if self.multi_task:
@@ -160,8 +160,9 @@ class TextClassificationTask(PerceiverTask):
             return self.model.tasks[task]
         return self.model.output_adapter.config.num_classes
 
-    def _model_task_ids(self, batch: dict[str, torch.Tensor], task: str | None = None) -> torch.Tensor | None:
-        """The batch's task ids in the model's order (None for a single-task model)."""
+    def model_task_ids(self, batch: dict[str, torch.Tensor], task: str | None = None) -> torch.Tensor | None:
+        """``[B]`` the batch's task ids in the model's task order (None for a single-task model): all ``task``'s
+        when given, else the batch's ``task_ids`` (indices into the data's tasks) mapped, else the data's one task."""
         if not self.multi_task:
             return None
         b, device = batch["input_ids"].shape[0], batch["input_ids"].device
@@ -186,7 +187,7 @@ class TextClassificationTask(PerceiverTask):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self._require_tasks()
-        task_ids = self._model_task_ids(batch)
+        task_ids = self.model_task_ids(batch)
         logits = self(batch["input_ids"], batch["attention_mask"], task_ids)
         loss = text_classification_loss(logits, batch["labels"], self._regression(task_ids))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
@@ -203,7 +204,7 @@ class TextClassificationTask(PerceiverTask):
     def _evaluate(self, batch: dict[str, torch.Tensor], dataloader_idx: int, stage: str) -> None:
         self._require_tasks()
         task, split = self._eval_sets(stage)[dataloader_idx]
-        task_ids = self._model_task_ids(batch, task)
+        task_ids = self.model_task_ids(batch, task)
         logits = self(batch["input_ids"], batch["attention_mask"], task_ids)
         n = self._num_labels(task)
         loss = text_classification_loss(logits, batch["labels"], n == 1)
@@ -243,7 +244,7 @@ class TextClassificationTask(PerceiverTask):
         similarity scores (float32, unclipped)."""
         self._require_tasks()
         task, split = self._eval_sets("predict")[dataloader_idx]
-        logits = self(batch["input_ids"], batch["attention_mask"], self._model_task_ids(batch, task))
+        logits = self(batch["input_ids"], batch["attention_mask"], self.model_task_ids(batch, task))
         return {"task": task, "split": split, "idx": batch["idx"],
                 "predictions": task_predictions(logits, self._num_labels(task))}
 
