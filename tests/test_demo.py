@@ -127,8 +127,9 @@ def test_quick_flow_section(quick_demo):
     assert metrics["reloaded_flow_identical"] is True and metrics["steps"] == demo.flow.QUICK_STEPS
     results = metrics["results"]
     # The baselines are measured on the real test pairs, even in quick mode: zero flow is the mean flow speed
-    # (about 1.6 px for motions up to 4 px), and Farnebäck (OpenCV, a test dependency) is well below it.
-    assert 1.0 < results["zero"]["epe"] < 2.5 and results["zero"]["1px"] < 0.6
+    # (about 2.5 px for translations uniform over a disc of 4 px), and Farnebäck (OpenCV, a test dependency) is
+    # well below it.
+    assert 1.5 < results["zero"]["epe"] < 3.5 and results["zero"]["1px"] < 0.5
     assert results["farneback"]["epe"] < 0.8 * results["zero"]["epe"]
     assert 0.0 <= results["model"]["epe"] < 10.0
     assert "zero flow" in printed and "Farnebäck" in printed

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from perceiver_io import from_pretrained
-from perceiver_io.data.stdlib_topics import TOPIC_FAMILIES, StdlibTopicsDataModule, topic_chunks, topic_of
+from perceiver_io.data.stdlib_topics import (
+    TOPIC_FAMILIES,
+    StdlibTopicsDataModule,
+    topic_chunks,
+    topic_of,
+)
 from perceiver_io.demo import SECTIONS
 from perceiver_io.demo import language as section
 from perceiver_io.fill_mask import fill_mask
@@ -40,7 +45,7 @@ def test_quick_run_writes_its_files(quick_run):
                  "classifier_model/model.safetensors", "logs/mlm/metrics.csv", "logs/finetune_pretrained/metrics.csv",
                  "logs/finetune_scratch/metrics.csv"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert len(result.rows) == 6 and all(len(row) == len(result.columns) for row in result.rows)
+    assert len(result.rows) == 7 and all(len(row) == len(result.columns) for row in result.rows)
     json.dumps(result.to_dict())  # serialisable, as the runner writes it
 
 
@@ -55,13 +60,14 @@ def test_quick_run_metrics_and_baselines(quick_run):
         assert set(mlm[key]) == {"model", "bigram", "most_frequent"}
     # The baselines are computed on the real corpus even in quick mode: 'e' is about a tenth of the masked bytes,
     # and the neighbouring bytes help.
-    assert mlm["most_frequent_byte"] == "'e'"
+    assert mlm["most_frequent_byte"] == "e"
     for accuracy in (mlm["test_accuracy"], mlm["validation_baselines"]):
         assert 0.05 < accuracy["most_frequent"] < 0.30
         assert accuracy["bigram"] > accuracy["most_frequent"]
     topics = m["topics"]
     assert topics["classes"] == list(TOPIC_FAMILIES)
-    assert set(topics["test_accuracy"]) == {"pretrained", "scratch", "majority"}
+    assert set(topics["test_accuracy"]) == {"pretrained", "scratch", "majority", "ngram_logistic_regression"}
+    assert 0.7 < topics["test_accuracy"]["ngram_logistic_regression"] <= 1.0  # a real baseline, even in quick mode
     assert 0.2 < topics["test_accuracy"]["majority"] < 0.45
     for run in topics["models"].values():
         assert run["steps"] == section.QUICK_STEPS
@@ -101,7 +107,7 @@ def test_topic_families_are_disjoint_and_the_splits_deterministic():
         assert c.ids.shape[1] == 256 and c.ids.dtype == np.int64 and int(c.ids.max()) < 262
         assert max(c.chunk_index) == 3  # at most 4 chunks per document
     assert topic_of("json.dumps") == topic_of("csv.reader") != topic_of("os.path.join")
-    assert topic_of("pydoc_data.topics.assert") == list(TOPIC_FAMILIES).index("language & built-ins")
+    assert topic_of("pydoc_data.topics.assert") == list(TOPIC_FAMILIES).index("language and built-ins")
     assert topic_of("collections.OrderedDict") is None
 
 

@@ -69,7 +69,8 @@ def test_cli_fit_validate_test(tmp_path):
             "--model.overrides", '{"train_size": [32, 48], "num_latents": 16, "num_latent_channels": 32, '
             '"num_self_attends": 1, "num_bands": 4}', "--model.output_points", "256",
             "--data.init_args.size", "[32, 48]", "--data.init_args.num_train", "16", "--data.init_args.num_val", "8",
-            "--data.init_args.num_test", "8"]
+            "--data.init_args.num_test", "8", "--data.init_args.batch_size", "8",
+            "--trainer.val_check_interval", "1"]
     assert main(["optical-flow", "fit", *base, "--trainer.max_steps", "2"]) == 0
     last = run / "checkpoints" / "last.ckpt"
     assert load_checkpoint(last)["global_step"] == 2

@@ -20,6 +20,7 @@ from .flow_pairs import SyntheticFlowDataModule, SyntheticFlowPairs
 from .masking import byte_word_ids, mask_words, pack_documents, whole_word_mask
 from .mlm import MaskedLanguageModelingDataModule
 from .sentencepiece_tokenizer import SentencePieceTokenizer, train_sentencepiece
+from .stdlib_topics import StdlibTopicsDataModule
 from .text_corpus import iter_text, stdlib_corpus
 from .image_folder import CorruptImageWarning, ImageFolderDataModule, SafeImageFolder
 from .kinetics import KineticsFolder, KineticsFolderDataModule, ShortClipWarning
@@ -33,7 +34,7 @@ __all__ = [
     "ImageFolderDataModule", "MaskedLanguageModelingDataModule", "SentencePieceTokenizer",
     "byte_word_ids", "iter_text", "mask_words", "pack_documents", "stdlib_corpus", "train_sentencepiece",
     "whole_word_mask", "KineticsFolder", "KineticsFolderDataModule", "MixUpCutMix", "MixingCollate",
-    "SafeImageFolder", "ShortClipWarning", "SyntheticClips", "SyntheticClipsDataModule", "SyntheticFlowDataModule",
+    "SafeImageFolder", "StdlibTopicsDataModule", "ShortClipWarning", "SyntheticClips", "SyntheticClipsDataModule", "SyntheticFlowDataModule",
     "SyntheticFlowPairs", "UnitSetDataset",
     "UnitSetsDataModule", "eval_transform", "official_train_transform",
 ]

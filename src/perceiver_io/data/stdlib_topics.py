@@ -36,22 +36,22 @@ __all__ = ["TOPIC_FAMILIES", "StdlibTopicsDataModule", "TopicChunks", "topic_chu
 _NUM_BYTE_SPECIAL = ByteTokenizer.vocab_size - 256
 
 TOPIC_FAMILIES: dict[str, tuple[str, ...]] = {
-    "text & data formats": (
+    "text and data formats": (
         "json", "csv", "xml", "html", "email", "string", "re", "codecs", "base64", "binascii", "quopri", "uu",
         "mimetypes", "configparser", "plistlib", "textwrap", "unicodedata", "difflib", "pickle", "pickletools",
         "marshal", "struct", "tomllib", "encodings", "gettext", "shlex", "netrc", "mailbox", "mailcap", "stringprep",
         "copyreg", "shelve", "dbm"),
-    "files & OS": (
+    "files and OS": (
         "os", "pathlib", "shutil", "tempfile", "io", "glob", "stat", "fnmatch", "fileinput", "filecmp", "posixpath",
         "genericpath", "ntpath", "tarfile", "zipfile", "gzip", "bz2", "lzma", "zlib", "platform", "subprocess",
         "signal", "sysconfig", "linecache", "getpass", "pwd", "grp", "errno", "mmap", "fcntl", "resource", "pty",
         "tty", "termios", "posix"),
-    "concurrency & networking": (
+    "concurrency and networking": (
         "asyncio", "threading", "multiprocessing", "concurrent", "queue", "sched", "selectors", "select", "_thread",
         "contextvars", "socket", "http", "urllib", "ssl", "socketserver", "imaplib", "smtplib", "poplib", "ftplib",
         "nntplib", "telnetlib", "xmlrpc", "wsgiref", "ipaddress", "asynchat", "asyncore", "smtpd", "webbrowser",
         "cgi", "cgitb"),
-    "language & built-ins": ("pydoc_data", "builtins"),
+    "language and built-ins": ("pydoc_data", "builtins"),
     "development tools": (
         "logging", "inspect", "pdb", "bdb", "importlib", "traceback", "doctest", "unittest", "pkgutil", "dis", "ast",
         "symtable", "pyclbr", "tabnanny", "modulefinder", "opcode", "cProfile", "profile", "pstats", "trace",
@@ -167,7 +167,8 @@ class StdlibTopicsDataModule(pl.LightningDataModule):
         check_positive("seed", seed, allow_zero=True)
         self.save_hyperparameters()
         self.max_seq_len, self.max_chunks_per_document = max_seq_len, max_chunks_per_document
-        self.min_chunk_bytes, self.batch_size, self.num_workers, self.seed = min_chunk_bytes, batch_size, num_workers, seed
+        self.min_chunk_bytes, self.batch_size = min_chunk_bytes, batch_size
+        self.num_workers, self.seed = num_workers, seed
         self.chunks: dict[TextSplit, TopicChunks] = {}
 
     @property

@@ -23,17 +23,19 @@ import torch
 from .section import Picture, Section, SectionResult
 
 # The recipe; configs/optical_flow/synthetic.yaml holds the same (a test keeps them equal).
-FLOW_STEPS = 700
+FLOW_STEPS = 600
 FLOW_DATA: dict[str, Any] = dict(size=(32, 48), max_flow=4.0, motion="translation", batch_size=16, num_val=64,
                                  num_test=256)
 """``SyntheticFlowDataModule`` arguments (besides ``seed`` and ``num_train = steps x batch size``: one epoch)."""
 FLOW_TASK: dict[str, Any] = dict(
     preset="optical_flow_small",
     overrides=dict(train_size=(32, 48), num_latents=64, num_latent_channels=96, num_self_attends=2, num_bands=16),
-    optimizer="adamw", lr=1e-3, weight_decay=0.01, schedule="warmup_cosine", warmup_fraction=0.05,
+    optimizer="adamw", lr=2e-3, weight_decay=0.01, schedule="warmup_cosine", warmup_fraction=0.05,
     max_grad_norm=1.0,
 )
-"""``OpticalFlowTask`` arguments: the released flow model's structure at 32 x 48, every pixel decoded."""
+"""``OpticalFlowTask`` arguments: the released flow model's structure at 32 x 48, every pixel decoded. (Decoding a
+random half of the pixels per step costs a third less time per step but learns less per step: 700 such steps ended
+at 2.00 px, as 600 full steps do; 700 full steps reached 1.71 px, over the budget.)"""
 
 SEED = 0
 QUICK_STEPS = 3
@@ -255,4 +257,4 @@ def run(out: Path, quick: bool = False) -> SectionResult:
                          metrics=metrics, notes=notes)
 
 
-SECTION = Section(name="flow", title="Optical flow: every pixel an output query", budget_s=150, run=run)
+SECTION = Section(name="flow", title="Optical flow: every pixel an output query", budget_s=180, run=run)
