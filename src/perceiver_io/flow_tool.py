@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import struct
 import sys
 import uuid
 import warnings
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from .core.validation import check_choice, check_positive
-from .data.flow_io import _png_chunks, write_flo
+from .data.flow_io import check_png, write_flo
 from .models.flow import TILING_MODES, OpticalFlow, predict_tiled, training_size, use_tiling
 from .models.flow_conv import OpticalFlowConv
 from .serialization import atomic_write_bytes, from_pretrained
@@ -56,70 +55,9 @@ VIDEO_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
 DEFAULT_FPS = Fraction(25)  # for a video that does not say its frame rate
 _PATCH_SIZE = (3, 3)  # OpticalFlow's 3x3 patches: smaller frames would be mostly zero padding
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel (3: palette index)
-_PNG_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
 # ----------------------------------------------------------------------------------------------------------- frames
-
-
-def _png_passes(width: int, height: int, bits_per_pixel: int, interlace: int) -> list[tuple[int, int]]:
-    """``(rows, bytes per row)`` of each stored pass (filter bytes included): one pass, or Adam7's seven."""
-    passes = ((0, 0, 1, 1),) if interlace == 0 else _ADAM7
-    out = []
-    for x0, y0, dx, dy in passes:
-        w, h = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
-        if w and h:  # an empty pass stores nothing, not even filter bytes
-            out.append((h, 1 + -(-(w * bits_per_pixel) // 8)))
-    return out
-
-
-def _check_png(path: Path, data: bytes) -> int:
-    """Check a PNG completely before libpng sees it; returns its colour type.
-
-    ``torchvision``'s libpng decoder crashes the process (segfault) on some corrupt image data instead of raising
-    (as :mod:`perceiver_io.data.flow_io` notes for flow PNGs), so the chunk CRCs, the header, the deflate stream's
-    length and every row filter byte are checked here first.
-    """
-    chunks = _png_chunks(path, data)  # signature, chunk lengths and CRCs, IEND
-    if chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
-        raise ValueError(f"{path}: corrupt PNG file (the first chunk is not a valid IHDR)")
-    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    if not (1 <= width < 2**31 and 1 <= height < 2**31) or depth not in _PNG_BIT_DEPTHS.get(colour, ()):
-        raise ValueError(f"{path}: corrupt PNG header (size {width}x{height}, colour type {colour}, bit depth {depth})")
-    if compression != 0 or filtering != 0 or interlace not in (0, 1):
-        raise ValueError(f"{path}: corrupt PNG header (compression {compression}, filter method {filtering}, "
-                         f"interlace {interlace})")
-    kinds = [kind for kind, _ in chunks]
-    idat = [i for i, kind in enumerate(kinds) if kind == b"IDAT"]
-    if not idat or idat != list(range(idat[0], idat[-1] + 1)):
-        raise ValueError(f"{path}: corrupt PNG file (image data missing or split by other chunks)")
-    unknown = {k for k in kinds if k[:1].isupper() and k not in (b"IHDR", b"PLTE", b"IDAT", b"IEND")}
-    if unknown:
-        raise ValueError(f"{path}: corrupt PNG file (unknown critical chunks {sorted(unknown)})")
-    if colour == 3 and b"PLTE" not in kinds:
-        raise ValueError(f"{path}: corrupt PNG file (a palette image without a PLTE chunk)")
-    passes = _png_passes(width, height, _PNG_CHANNELS[colour] * depth, interlace)
-    expected = sum(rows * row_bytes for rows, row_bytes in passes)  # arithmetic: a corrupt header may say 2**31 rows
-    decompressor = zlib.decompressobj()
-    try:
-        # One byte past the size, to tell a longer stream; capped, since a corrupt header may claim 2**64 bytes.
-        raw = decompressor.decompress(b"".join(chunks[i][1] for i in idat), min(expected + 1, sys.maxsize))
-    except zlib.error as err:
-        raise ValueError(f"{path}: corrupt PNG image data ({err})") from None
-    if len(raw) != expected or not decompressor.eof:
-        found = "holds more" if len(raw) > expected else f"ends after {len(raw)}"
-        raise ValueError(f"{path}: corrupt or truncated PNG image data: a {width}x{height} image needs {expected} "
-                         f"bytes, the compressed stream {found}")
-    starts, offset = [], 0
-    for rows, row_bytes in passes:  # the stream's length matched, so there are at most len(raw) rows
-        starts.append(offset + row_bytes * np.arange(rows))
-        offset += rows * row_bytes
-    filters = np.frombuffer(raw, dtype=np.uint8)[np.concatenate(starts)]
-    if filters.max() > 4:
-        raise ValueError(f"{path}: corrupt PNG image data (row filter type {int(filters.max())}, must be 0-4)")
-    return colour
 
 
 def _decode_image(path: Path, data: bytes, rgb: bool) -> torch.Tensor:
@@ -155,7 +93,7 @@ def read_frame(path: PathLike) -> torch.Tensor:
         raise ValueError(f"{path}: cannot read the frame file ({err.strerror or err})") from None
     if not data:
         raise ValueError(f"{path}: empty file, not an image")
-    colour = _check_png(path, data) if data.startswith(_PNG_SIGNATURE) else None
+    colour = check_png(path, data).colour_type if data.startswith(_PNG_SIGNATURE) else None
     image = _decode_image(path, data, rgb=colour == 3)
     if image.ndim == 4:  # an animated GIF / WebP: flow wants exactly two frames, so which one is ambiguous
         raise ValueError(f"{path}: an animated image ({image.shape[0]} frames); give single still frames")

@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import re
 import struct
+import sys
 import warnings
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -159,25 +161,49 @@ def _png_chunks(path: PathLike, data: bytes) -> list[tuple[bytes, bytes]]:
             return chunks
 
 
-def _png_rgb16(path: PathLike, data: bytes) -> np.ndarray:
-    """The pixels of a 16-bit RGB PNG as ``[H, W, 3]`` uint16, after checking everything libpng would reject.
+class PngImage(NamedTuple):
+    """A PNG that :func:`check_png` accepted: its header and its decompressed (still filtered) image data."""
 
-    ``torchvision.io.decode_png`` crashes the process (segfault) on some corrupt data instead of raising, so the
-    chunk structure, header, deflate stream and filter bytes are all checked here first. The row filters are
-    undone here with numpy, except that files with Average / Paeth rows (libpng's adaptive filtering, as in KITTI's
-    own files) go to libpng when torchvision has it, since those filters need a byte-by-byte loop.
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+    interlace: int
+    raw: bytes
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel (3: palette index)
+_PNG_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_passes(width: int, height: int, bits_per_pixel: int, interlace: int) -> list[tuple[int, int]]:
+    """``(rows, bytes per row)`` of each stored pass (filter bytes included): one pass, or Adam7's seven."""
+    passes = ((0, 0, 1, 1),) if interlace == 0 else _ADAM7
+    out = []
+    for x0, y0, dx, dy in passes:
+        w, h = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if w and h:  # an empty pass stores nothing, not even filter bytes
+            out.append((h, 1 + -(-(w * bits_per_pixel) // 8)))
+    return out
+
+
+def check_png(path: PathLike, data: bytes) -> PngImage:
+    """Check a PNG completely (any colour type, bit depth or interlacing) before libpng sees it.
+
+    ``torchvision``'s libpng decoder crashes the process (segfault) on some corrupt image data instead of raising,
+    so the chunk CRCs, the header, the deflate stream's length and every row filter byte are checked here; KITTI's
+    flow reader and the flow tool's frame reader both go through it. A ``ValueError`` names ``path``.
     """
-    chunks = _png_chunks(path, data)
+    chunks = _png_chunks(path, data)  # signature, chunk lengths and CRCs, IEND
     if chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
         raise ValueError(f"{path}: corrupt PNG file (the first chunk is not a valid IHDR)")
-    width, height, bit_depth, colour_type, compression, filtering, interlace = struct.unpack(">IIBBBBB",
-                                                                                            chunks[0][1])
-    if bit_depth != 16 or colour_type != 2:
-        raise ValueError(f"{path}: not a KITTI flow PNG (needs 16-bit RGB, got bit depth {bit_depth}, "
-                         f"colour type {colour_type})")
-    if width < 1 or height < 1 or compression != 0 or filtering != 0 or interlace != 0:
-        raise ValueError(f"{path}: unsupported or corrupt PNG header (size {width}x{height}, compression "
-                         f"{compression}, filter method {filtering}, interlace {interlace}; KITTI uses 0, 0, 0)")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    if not (1 <= width < 2**31 and 1 <= height < 2**31) or depth not in _PNG_BIT_DEPTHS.get(colour, ()):
+        raise ValueError(f"{path}: corrupt PNG header (size {width}x{height}, colour type {colour}, bit depth {depth})")
+    if compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise ValueError(f"{path}: corrupt PNG header (compression {compression}, filter method {filtering}, "
+                         f"interlace {interlace})")
     kinds = [kind for kind, _ in chunks]
     idat = [i for i, kind in enumerate(kinds) if kind == b"IDAT"]
     if not idat or idat != list(range(idat[0], idat[-1] + 1)):
@@ -185,23 +211,47 @@ def _png_rgb16(path: PathLike, data: bytes) -> np.ndarray:
     unknown = {k for k in kinds if k[:1].isupper() and k not in (b"IHDR", b"PLTE", b"IDAT", b"IEND")}
     if unknown:
         raise ValueError(f"{path}: corrupt PNG file (unknown critical chunks {sorted(unknown)})")
-    row_bytes = 1 + 6 * width  # filter byte + 3 samples x 2 bytes per pixel
+    if colour == 3 and b"PLTE" not in kinds:
+        raise ValueError(f"{path}: corrupt PNG file (a palette image without a PLTE chunk)")
+    passes = _png_passes(width, height, _PNG_CHANNELS[colour] * depth, interlace)
+    expected = sum(rows * row_bytes for rows, row_bytes in passes)  # arithmetic: a corrupt header may say 2**31 rows
     decompressor = zlib.decompressobj()
     try:
-        raw = decompressor.decompress(b"".join(chunks[i][1] for i in idat), height * row_bytes + 1)
+        # One byte past the size, to tell a longer stream; capped, since a corrupt header may claim 2**64 bytes.
+        raw = decompressor.decompress(b"".join(chunks[i][1] for i in idat), min(expected + 1, sys.maxsize))
     except zlib.error as err:
-        raise ValueError(f"{path}: corrupt PNG image data ({err})") from err
-    if len(raw) != height * row_bytes or not decompressor.eof:
-        raise ValueError(f"{path}: corrupt or truncated PNG image data: a {width}x{height} 16-bit RGB image needs "
-                         f"{height * row_bytes} bytes, the compressed stream "
-                         f"{'holds more' if len(raw) > height * row_bytes else f'ends after {len(raw)}'}")
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, row_bytes)
-    filters = rows[:, 0]
+        raise ValueError(f"{path}: corrupt PNG image data ({err})") from None
+    if len(raw) != expected or not decompressor.eof:
+        found = "holds more" if len(raw) > expected else f"ends after {len(raw)}"
+        raise ValueError(f"{path}: corrupt or truncated PNG image data: a {width}x{height} image needs {expected} "
+                         f"bytes, the compressed stream {found}")
+    starts, offset = [], 0
+    for rows, row_bytes in passes:  # the stream's length matched, so there are at most len(raw) rows
+        starts.append(offset + row_bytes * np.arange(rows))
+        offset += rows * row_bytes
+    filters = np.frombuffer(raw, dtype=np.uint8)[np.concatenate(starts)]
     if filters.max() > 4:
         raise ValueError(f"{path}: corrupt PNG image data (row filter type {int(filters.max())}, must be 0-4)")
-    decoded = _libpng_decode(data) if (filters >= 3).any() else None
+    return PngImage(width, height, depth, colour, interlace, raw)
+
+
+
+def _png_rgb16(path: PathLike, data: bytes) -> np.ndarray:
+    """The pixels of a 16-bit RGB PNG as ``[H, W, 3]`` uint16, after :func:`check_png` (everything libpng would
+    reject). The row filters are undone here with numpy, except that files with Average / Paeth rows (libpng's
+    adaptive filtering, as in KITTI's own files) go to libpng when torchvision has it, since those filters need a
+    byte-by-byte loop.
+    """
+    png = check_png(path, data)
+    if png.bit_depth != 16 or png.colour_type != 2:
+        raise ValueError(f"{path}: not a KITTI flow PNG (needs 16-bit RGB, got bit depth {png.bit_depth}, "
+                         f"colour type {png.colour_type})")
+    if png.interlace != 0:
+        raise ValueError(f"{path}: unsupported PNG (interlaced; KITTI flow PNGs are not)")
+    rows = np.frombuffer(png.raw, dtype=np.uint8).reshape(png.height, 1 + 6 * png.width)  # filter byte + 3 x 2 bytes
+    decoded = _libpng_decode(data) if (rows[:, 0] >= 3).any() else None
     if decoded is None:
-        decoded = _unfilter(rows, bytes_per_pixel=6).view(">u2").reshape(height, width, 3)
+        decoded = _unfilter(rows, bytes_per_pixel=6).view(">u2").reshape(png.height, png.width, 3)
     return decoded.astype(np.uint16)
 
 

@@ -137,6 +137,14 @@ def predict_tiled(
     return flow / count
 
 
+def zero_flow_head(model: PerceiverIO) -> PerceiverIO:
+    """Zero the decoder's output Linear in place (the official flow head starts at zero: flow 0); returns ``model``."""
+    with torch.no_grad():
+        model.decoder.output.weight.zero_()
+        model.decoder.output.bias.zero_()
+    return model
+
+
 @register("optical_flow", PerceiverIOConfig)
 class OpticalFlow(PerceiverIO):
     """A frame pair ``[B, 2, C, H, W]`` (values in [-1, 1]) -> flow ``[B, 2, H, W]`` in pixels.
@@ -152,11 +160,7 @@ class OpticalFlow(PerceiverIO):
 
     @classmethod
     def from_config(cls, config: PerceiverIOConfig) -> OpticalFlow:
-        model = super().from_config(config)
-        with torch.no_grad():  # the official flow head starts at zero
-            model.decoder.output.weight.zero_()
-            model.decoder.output.bias.zero_()
-        return model  # type: ignore[return-value]
+        return zero_flow_head(super().from_config(config))  # type: ignore[return-value]
 
     def forward(  # type: ignore[override]
         self, frames: torch.Tensor, output_chunk_size: int | None = None,

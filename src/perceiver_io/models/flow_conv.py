@@ -11,6 +11,7 @@ from ..adapters.flow_conv import (
 from ..core.decoder import PerceiverDecoder
 from ..core.registry import register
 from ..perceiver import PerceiverIO, PerceiverIOConfig
+from .flow import zero_flow_head
 
 
 @register("optical_flow_conv", PerceiverIOConfig)
@@ -34,11 +35,7 @@ class OpticalFlowConv(PerceiverIO):
 
     @classmethod
     def from_config(cls, config: PerceiverIOConfig) -> OpticalFlowConv:
-        model = super().from_config(config)
-        with torch.no_grad():
-            model.decoder.output.weight.zero_()
-            model.decoder.output.bias.zero_()
-        return model  # type: ignore[return-value]
+        return zero_flow_head(super().from_config(config))  # type: ignore[return-value]
 
     def forward(  # type: ignore[override]
         self, frames: torch.Tensor, output_chunk_size: int | None = None,
