@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from lightning_helpers import trainer
 from perceiver_io.cli import main
 from perceiver_io.data import DigitsDataModule
 from perceiver_io.training import checkpoint_io
@@ -35,12 +36,6 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 def tiny_task(**kwargs) -> ImageClassificationTask:
     return ImageClassificationTask(**{"preset": "digits_fourier", "optimizer": "lamb", "lr": 2e-3,
                                       "schedule": "constant_cosine", **kwargs})
-
-
-def trainer(root: Path, **kwargs) -> pl.Trainer:
-    return pl.Trainer(**{"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
-                         "enable_model_summary": False, "default_root_dir": str(root), "limit_val_batches": 0,
-                         "enable_checkpointing": False, "plugins": [SafeCheckpointIO()], **kwargs})
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import torch
 import yaml
 from lightning.pytorch.strategies import FSDPStrategy
 
+from lightning_helpers import trainer
 from perceiver_io import create_model
 from perceiver_io.cli import main as cli_main
 from perceiver_io.data import MaskedLanguageModelingDataModule
@@ -28,7 +29,7 @@ from perceiver_io.fill_mask import (
     parse_masked_text,
     predict_tokens,
 )
-from perceiver_io.training.checkpoint_io import SafeCheckpointIO, load_checkpoint
+from perceiver_io.training.checkpoint_io import load_checkpoint
 from perceiver_io.training.mlm import (
     MaskedLanguageModelingTask,
     masked_lm_loss,
@@ -49,14 +50,6 @@ def tiny_task(**kwargs) -> MaskedLanguageModelingTask:
                     weight_decay=0.01, schedule="constant", max_grad_norm=1.0)
     defaults.update(kwargs)
     return MaskedLanguageModelingTask(**defaults)
-
-
-def trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                    default_root_dir=str(tmp_path), plugins=[SafeCheckpointIO()], limit_val_batches=0,
-                    enable_checkpointing=False)
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
 
 
 def held_out_loss(task: MaskedLanguageModelingTask, batch: dict[str, torch.Tensor]) -> float:

@@ -15,10 +15,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from lightning_helpers import trainer
 from perceiver_io import from_pretrained
 from perceiver_io.cli import main
 from perceiver_io.data import DigitsDataModule
-from perceiver_io.training.checkpoint_io import SafeCheckpointIO, load_checkpoint
+from perceiver_io.training.checkpoint_io import load_checkpoint
 from perceiver_io.training.export import export_checkpoint
 from perceiver_io.training.image import ImageClassificationTask
 
@@ -33,14 +34,6 @@ def tiny_task(**kwargs) -> ImageClassificationTask:
                     max_grad_norm=1.0, label_smoothing=0.0)
     defaults.update(kwargs)
     return ImageClassificationTask(**defaults)
-
-
-def trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                    default_root_dir=str(tmp_path), plugins=[SafeCheckpointIO()], limit_val_batches=0,
-                    enable_checkpointing=False)
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
 
 
 def batch_loss(task: ImageClassificationTask, data: DigitsDataModule) -> float:

@@ -125,33 +125,34 @@ class PerceiverTask(pl.LightningModule):
             raise ValueError("model: give exactly one of model (a config dict) or preset (a name)")
         if overrides and preset is None:
             raise ValueError("overrides: only apply to a preset (set them in the model config instead)")
-        classes = self.model_class if isinstance(self.model_class, tuple) else (self.model_class,)
         if preset is not None:
             model_class, config = model_config(preset, **(overrides or {}))
         elif "model_type" in model:  # type: ignore[operator]
             entry = model_component(model["model_type"])  # type: ignore[index]
             model_class, config = entry.module_class, entry.config_class.from_dict(model.get("config"))  # type: ignore[union-attr]
         else:
-            model_class, config = classes[0], PerceiverIOConfig.from_dict(model)  # type: ignore[arg-type]
-        built = model_class.from_config(config)  # type: ignore[attr-defined]
-        if not isinstance(built, classes):
-            names = " or ".join(c.__name__ for c in classes)
-            raise ValueError(f"model: this task trains a {names}, the config builds a {type(built).__name__}")
-        return built
+            model_class, config = self.model_classes[0], PerceiverIOConfig.from_dict(model)  # type: ignore[arg-type]
+        return self.check_model_class(model_class.from_config(config), "model", "the config builds")  # type: ignore[attr-defined]
 
     def load_model(self, directory: str) -> nn.Module:
         """The model saved in ``directory``, in training mode; it must be one this task trains."""
         from ..serialization import from_pretrained
 
-        classes = self.model_class if isinstance(self.model_class, tuple) else (self.model_class,)
         if Path(directory).is_file():
             raise ValueError(f"init_from: {directory} is a file; an official checkpoint needs the preset it belongs "
                              "to (model.preset), a saved model is a directory")
-        loaded = from_pretrained(directory).train()
-        if not isinstance(loaded, classes):
-            names = " or ".join(c.__name__ for c in classes)
-            raise ValueError(f"init_from: this task trains a {names}, {directory} holds a {type(loaded).__name__}")
-        return loaded
+        return self.check_model_class(from_pretrained(directory).train(), "init_from", f"{directory} holds")
+
+    @property
+    def model_classes(self) -> tuple[type[nn.Module], ...]:
+        return self.model_class if isinstance(self.model_class, tuple) else (self.model_class,)
+
+    def check_model_class(self, model: nn.Module, argument: str, source: str) -> nn.Module:
+        """``model`` if this task trains its class, else a ``ValueError`` naming ``argument`` and ``source``."""
+        if not isinstance(model, self.model_classes):
+            names = " or ".join(c.__name__ for c in self.model_classes)
+            raise ValueError(f"{argument}: this task trains a {names}, {source} a {type(model).__name__}")
+        return model
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from .export import MODEL_CONFIG_KEY, MODEL_TYPE_KEY, TASK_KEY
