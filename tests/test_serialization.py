@@ -26,7 +26,7 @@ def test_round_trip_is_bit_exact(tmp_path: Path, image_classifier: PerceiverIO):
         for p in image_classifier.parameters():
             p.add_(torch.randn_like(p))
     image_classifier.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]  # no temp files
     loaded = PerceiverIO.from_pretrained(tmp_path)
     assert not loaded.training  # returned ready for inference, like transformers
     assert loaded.config == image_classifier.config

@@ -4,6 +4,7 @@ the errors."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -26,6 +27,7 @@ from perceiver_io.models.language import MultiTaskTextClassifier
 from perceiver_io.models.presets import GLUE_NUM_LABELS
 from perceiver_io.perceiver import PerceiverIOConfig
 from perceiver_io.training.checkpoint_io import load_checkpoint
+from perceiver_io.training.predictions import PredictionWriter
 from perceiver_io.training.text import (
     TextClassificationTask,
     task_predictions,
@@ -316,6 +318,19 @@ def test_multitask_fine_tuning_on_all_tasks_reports_the_glue_average(glue_dir, c
     assert "Average" in capsys.readouterr().out
     predictions = trainer(tmp_path).predict(task, datamodule=data)
     assert [p[0]["task"] for p in predictions] == [t for t, _ in data.test_sets]
+    # the prediction file: one row per test example of every task, label names, STS-B's score without probability
+    writer = PredictionWriter(path=str(tmp_path / "glue.csv"))
+    trainer(tmp_path, callbacks=[writer]).predict(task, datamodule=data, return_predictions=False)
+    rows = list(csv.DictReader((tmp_path / "glue.csv").open()))
+    assert list(rows[0]) == ["id", "task", "split", "idx", "prediction", "probability"]
+    assert len(rows) == sum(len(batch["idx"]) for loader in predictions for batch in loader)
+    assert all(r["id"] == f"{r['task']}/{r['split']}/{r['idx']}" for r in rows)
+    for r in rows:
+        if r["task"] == "stsb":
+            assert r["probability"] == "" and float(r["prediction"]) == float(r["prediction"])
+        else:
+            assert r["prediction"] in GLUE_TASKS[r["task"]].label_names and 0 < float(r["probability"]) <= 1
+    assert {r["task"] for r in rows} == set(GLUE_TASKS) and "wrote" in capsys.readouterr().out
 
 
 def test_a_multitask_model_maps_the_data_task_ids_onto_its_own(glue_dir, cache_dir):

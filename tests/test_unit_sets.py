@@ -3,6 +3,7 @@ count their FLOPs (linear against quadratic), save and reload, and train through
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -184,6 +185,11 @@ def test_cli_fit_test_and_export(config, tmp_path):
     assert main(["unit-sets", "test", *base, "--ckpt_path", str(last)]) == 0
     logged = "".join(p.read_text() for p in run.rglob("metrics.csv"))
     assert "val/pointer_acc" in logged and "test/pointer_acc" in logged and "test/set_acc" in logged
+    assert main(["unit-sets", "predict", *base, "--ckpt_path", "last"]) == 0
+    rows = list(csv.DictReader((run / "predictions.csv").open()))
+    assert len(rows) == 32 and list(rows[0]) == ["id", "winner", "targets"]
+    assert [r["id"] for r in rows] == [str(i) for i in range(32)]
+    assert all(r["winner"] in ("0", "1") and all(t.isdigit() for t in r["targets"].split()) for r in rows)
     assert main(["export", str(last), str(tmp_path / "model")]) == 0
     expected = SetPerceiverIO if config == "perceiver.yaml" else SetTransformerBaseline
     assert type(from_pretrained(tmp_path / "model")) is expected

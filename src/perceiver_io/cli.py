@@ -8,18 +8,19 @@ from pathlib import Path
 
 
 def _convert(args: argparse.Namespace) -> None:
+    from .pretrained import from_pretrained
+
     if args.source_format == "haiku":
-        from .convert.haiku import from_haiku
         from .models import list_models
 
         if args.preset is None:
             raise SystemExit(f"perceiver-io convert: --preset is required with --from haiku (one of {list_models()})")
-        model = from_haiku(args.source, args.preset)
+        model = from_pretrained(args.source, preset=args.preset)
+        source = f"{Path(args.source).name} (official DeepMind checkpoint, preset {args.preset})"
     else:
-        from .convert.transformers import load_transformers_model, from_transformers
-
-        model = from_transformers(load_transformers_model(args.source))
-    model.save_pretrained(args.output_dir)
+        model = from_pretrained(args.source)
+        source = f"{args.source} (transformers)"
+    model.save_pretrained(args.output_dir, source=source)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {type(model).__name__} ({n:,} parameters) to {Path(args.output_dir)}")
 
@@ -77,7 +78,7 @@ def _add_flow_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from .training import TASKS
+    from .training import TASK_HELP, TASKS
 
     if argv and argv[0] in TASKS:
         from .training.cli import run_task_cli
@@ -85,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_task_cli(argv[0], argv[1:])
     parser = argparse.ArgumentParser(
         prog="perceiver-io",
-        description="Perceiver IO in PyTorch. Training: perceiver-io {" + ",".join(TASKS)
-        + "} {fit,validate,test,predict} --config FILE.yaml",
+        description="Perceiver IO in PyTorch. Training commands take a subcommand and a config: perceiver-io TASK "
+        "{fit,validate,test,predict} --config FILE.yaml (see perceiver-io TASK --help; configs/ holds examples).",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for task in TASKS:  # listed here; main() hands them to LightningCLI before argparse sees them
+        sub.add_parser(task, help=TASK_HELP[task], add_help=False)
     demo = sub.add_parser(
         "demo", help="run the project's demo: one section per task, results on demo-output/index.html",
         description="Train and evaluate each demo section (all, or those named with --task) on the CPU and write "
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "convert", help="convert an official (haiku) or transformers checkpoint to this library's format"
     )
     convert.add_argument("--from", dest="source_format", choices=("haiku", "transformers"), required=True)
-    convert.add_argument("source", help="haiku: the .pickle/.pystate file; transformers: a local model directory")
+    convert.add_argument("source", help="haiku: the .pickle/.pystate file; transformers: a local model directory or "
+                         "a Hugging Face Hub id (deepmind/vision-perceiver-conv, ...)")
     convert.add_argument("output_dir", help="directory for config.json + model.safetensors")
     convert.add_argument("--preset", help="haiku only: the preset the checkpoint belongs to")
     export = sub.add_parser("export", help="export a training checkpoint to the save_pretrained format")
@@ -113,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from .fill_mask import add_fill_mask_parser
 
     add_fill_mask_parser(sub)
+    from .pipelines.command import add_predict_parser
+
+    add_predict_parser(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -130,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             from .fill_mask import run_fill_mask
 
             return run_fill_mask(args)
+        elif args.command == "predict":
+            from .pipelines.command import run_predict
+
+            return run_predict(args)
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"perceiver-io {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -509,7 +509,7 @@ def run_fill_mask(args: argparse.Namespace) -> int:
     """Run ``perceiver-io fill-mask`` (arguments from :func:`add_fill_mask_parser`); returns the exit code. Errors are
     one line on stderr, exit code 1."""
     try:
-        from .serialization import from_pretrained
+        from .pretrained import from_pretrained
 
         model_dir = Path(args.model_dir)
         if not model_dir.is_dir():

@@ -37,7 +37,8 @@ from .core.validation import check_choice, check_positive
 from .data.flow_io import check_png, write_flo
 from .models.flow import TILING_MODES, OpticalFlow, predict_tiled, training_size, use_tiling
 from .models.flow_conv import OpticalFlowConv
-from .serialization import atomic_write_bytes, from_pretrained
+from .pretrained import from_pretrained
+from .serialization import atomic_write_bytes
 
 PathLike = str | os.PathLike
 

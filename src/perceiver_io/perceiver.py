@@ -19,6 +19,7 @@ from .adapters.base import DecodeContext, InputAdapter, InputAdapterConfig, Outp
 from .core.config import Config, with_sizes
 from .core.decoder import AverageDecoderConfig, DecoderConfig
 from .core.encoder import EncoderConfig, PerceiverEncoder
+from .core.position import check_indices
 from .core.registry import build, register
 from .core.validation import check_positive
 from .serialization import PretrainedMixin
@@ -123,6 +124,14 @@ class PerceiverIO(PretrainedMixin, nn.Module):
             self.output_adapter.config if self.output_adapter is not None else None,
         )
 
+    def check_points(self, points: Any) -> None:
+        """Validate ``subsampled_output_points`` before any computation (the output adapter's rule, or flat
+        indices ``[O]`` for the decoder); the range is checked when decoding."""
+        if self.output_adapter is not None:
+            self.output_adapter.check_points(points)
+        elif points is not None:
+            check_indices("subsampled_output_points", points, None)
+
     def encode(self, inputs: Any, input_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Latents ``[B, N, D]`` of ``inputs`` (``input_mask [B, M]``: True = real input)."""
         return self.encoder(self.input_adapter(inputs), input_mask)
@@ -147,6 +156,7 @@ class PerceiverIO(PretrainedMixin, nn.Module):
         """
         if output_chunk_size is not None:
             check_positive("output_chunk_size", output_chunk_size)
+        self.check_points(subsampled_output_points)
         encoded = self.input_adapter(inputs)
         latents = self.encoder(encoded, input_mask)
         if self.output_adapter is None:

@@ -75,8 +75,10 @@ def _split_aliases(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     return unique, aliases
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``directory`` (created if needed)."""
+def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], *, source: str | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` for ``model`` into ``directory``
+    (created if needed). ``source`` (where the weights come from, e.g. a converted checkpoint) is kept in
+    ``config.json`` and shown on the card; a ``README.md`` not written by this function is left alone."""
     model_type = getattr(type(model), "component_type", None)
     if model_type is None or component(model_type).module_class is not type(model):
         raise TypeError(f"model: {type(model).__name__} is not a registered model type; known: {component_types()}")
@@ -86,9 +88,66 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path
     weights_tmp = directory / f".{WEIGHTS_NAME}.tmp"
     save_file(unique, str(weights_tmp), metadata={"aliases": json.dumps(aliases), "model_type": model_type})
     os.replace(weights_tmp, directory / WEIGHTS_NAME)
-    config = {"model_type": model_type, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}  # type: ignore[attr-defined]
+    config: dict[str, Any] = {"model_type": model_type, "format_version": FORMAT_VERSION,
+                              "config": model.config.to_dict()}  # type: ignore[attr-defined]
+    if source is not None:
+        config["source"] = source
     atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    card = directory / CARD_NAME
+    if not card.exists() or CARD_MARK in card.read_text(errors="replace"):
+        atomic_write_bytes(card, model_card(model, source).encode())
     return directory
+
+
+CARD_NAME = "README.md"
+CARD_MARK = "<!-- written by perceiver-io-torch save_pretrained -->"
+
+
+def model_card(model: nn.Module, source: str | None = None) -> str:
+    """A model card (``README.md``, Hugging Face Hub style) describing ``model``: its class, size, architecture
+    (the parts of a Perceiver IO config: adapters, latents, layers, decoder), source, and how to load it."""
+    n = sum(p.numel() for p in model.parameters())
+    config = model.config  # type: ignore[attr-defined]
+    rows = [("model", f"`{type(model).__name__}`"), ("parameters", f"{n:,}")]
+    for part in ("input_adapter", "encoder", "decoder", "output_adapter"):
+        value = getattr(config, part, None)
+        if value is not None:
+            rows.append((part.replace("_", " "), _describe_part(value)))
+    rows.append(("source", source or "trained or built with perceiver-io-torch"))
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"""---
+library_name: perceiver-io-torch
+tags:
+- perceiver-io
+---
+{CARD_MARK}
+# {type(model).__name__}
+
+A Perceiver IO model (Jaegle et al., "Perceiver IO: A General Architecture for Structured Inputs & Outputs") saved
+by perceiver-io-torch: `config.json` holds its configuration and `model.safetensors` its
+weights.
+
+| | |
+|---|---|
+{table}
+
+```python
+import perceiver_io
+model = perceiver_io.from_pretrained("path/or/hub-id")   # a {type(model).__name__}, in eval mode
+```
+"""
+
+
+def _describe_part(config: Any) -> str:
+    name = type(config).__name__.removesuffix("Config")
+    fields = config.to_dict() if hasattr(config, "to_dict") else {}
+    if name == "Encoder":
+        return (f"{fields['num_latents']} latents x {fields['num_latent_channels']} channels, "
+                f"{fields['num_blocks']} x {fields['num_self_attends_per_block']} self-attention layers "
+                f"({fields['num_self_attend_heads']} heads), {fields['num_cross_attend_heads']} cross-attention head(s)")
+    if name == "Decoder" and "num_heads" in fields:
+        return f"cross-attention decoder, {fields['num_heads']} head(s)"
+    return f"`{name}`"
 
 
 def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -177,12 +236,23 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
 class PretrainedMixin:
     """``model.save_pretrained(dir)`` and ``Model.from_pretrained(dir)`` for registered models."""
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        return save_pretrained(self, directory)  # type: ignore[arg-type]
+    def save_pretrained(self, directory: str | os.PathLike[str], *, source: str | None = None) -> Path:
+        return save_pretrained(self, directory, source=source)  # type: ignore[arg-type]
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
-        model = from_pretrained(directory, map_location)
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                        **kwargs: Any) -> Any:
+        """The model ``name_or_path`` names (anything :func:`perceiver_io.from_pretrained` reads: a directory of
+        ours or of transformers, a Hub id, an official file with ``preset=``); it must be a ``cls``."""
+        from .pretrained import from_pretrained as load
+
+        model = load(name_or_path, map_location, **kwargs)
         if not isinstance(model, cls):
-            raise ValueError(f"{Path(directory) / CONFIG_NAME}: holds a {type(model).__name__}, not a {cls.__name__}")
+            raise ValueError(f"name_or_path: {name_or_path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload this model to the Hugging Face Hub (:func:`perceiver_io.pretrained.push_to_hub`)."""
+        from .pretrained import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)  # type: ignore[arg-type]

@@ -104,6 +104,10 @@ def _decode_array(arr: np.ndarray, skip_special_tokens: bool) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+MAX_LENGTH_LIMIT = 2**31 - 1
+"""The largest ``max_length`` (padding to more would not fit a tensor dimension anyway)."""
+
+
 class ByteTokenizer:
     """UTF-8 byte tokenizer with the ids and defaults of ``transformers.PerceiverTokenizer``.
 
@@ -216,6 +220,8 @@ class ByteTokenizer:
             if max_length < floor:
                 why = "[CLS] and [SEP] with add_special_tokens=True" if add_special_tokens else "one token"
                 raise ValueError(f"max_length: expected an int >= {floor} (room for {why}), got {max_length}")
+            if max_length > MAX_LENGTH_LIMIT:
+                raise ValueError(f"max_length: expected at most 2**31 - 1 (a tensor's length), got {max_length}")
 
         truncate = truncation is True or (truncation is None and max_length is not None and padding is False)
         if max_length is not None and not truncate and padding != "max_length":

@@ -10,12 +10,13 @@ import torch
 
 from ..core.position import FourierPositionEncoding, fourier_channels
 from ..core.registry import register
-from ..core.validation import check_positive, check_tensor
+from ..core.validation import check_model_input, check_not_empty, check_positive, check_tensor
 from .base import DecodeContext, FourierQueryOutputAdapter, InputAdapter, InputAdapterConfig, OutputAdapterConfig
 
 
 def _check_audio(audio: object, samples_per_patch: int) -> torch.Tensor:
     check_tensor("audio", audio, ("B", "S", 1), floating=True)
+    check_not_empty("audio", audio, 1, "sample S")  # type: ignore[arg-type]
     if audio.shape[1] % samples_per_patch:  # type: ignore[union-attr]
         raise ValueError(
             f"audio: the number of samples must divide by samples_per_patch={samples_per_patch}, got {audio.shape[1]}"  # type: ignore[union-attr]
@@ -59,6 +60,7 @@ class AudioInputAdapter(InputAdapter):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         spp = self.config.samples_per_patch
         audio = _check_audio(inputs, spp)
+        check_model_input("audio", audio, self)
         b, n = audio.shape[0], audio.shape[1] // spp
         tokens = audio.reshape(b, n, spp)
         return torch.cat([tokens, self.position_encoding(b, index_dims=(n,)).to(tokens.dtype)], dim=-1)
@@ -97,5 +99,5 @@ class AudioOutputAdapter(FourierQueryOutputAdapter):
         return (_check_audio(context.inputs, spp).shape[1] // spp,)
 
     def forward(self, outputs: torch.Tensor, context: DecodeContext) -> torch.Tensor:
-        samples = outputs.reshape(outputs.shape[0], -1)
+        samples = outputs.flatten(1)  # not reshape(B, -1): ambiguous for an empty batch
         return samples if context.subsampled_output_points is not None else samples[:, :, None]

@@ -106,6 +106,13 @@ class OutputAdapter(nn.Module):
 
     config: OutputAdapterConfig
 
+    def check_points(self, points: Any) -> None:
+        """Validate ``subsampled_output_points`` before any computation (a model's forward calls this first):
+        here a non-empty 1-D integer tensor or None. Their range, which may depend on the inputs, is checked
+        when decoding."""
+        if points is not None:
+            check_indices("subsampled_output_points", points, None)
+
     def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> Any:
         """Decode ``latents [B, N, D]`` into the task outputs."""
         outputs = decoder(

@@ -9,6 +9,7 @@ autoencoder's label part does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,8 +64,14 @@ class ClassificationOutputAdapter(QueryingOutputAdapter):
             self.num_query_channels = self.query.num_channels
             self.projection = linear(c.num_decoder_channels, c.num_classes)
 
+    def check_points(self, points: Any) -> None:
+        if points is not None:
+            raise ValueError(f"subsampled_output_points: a classifier has one output (its class query), so there is "
+                             f"nothing to subsample; pass None, got {type(points).__name__}")
+
     def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> torch.Tensor:
         if self.query is None:
+            self.check_points(context.subsampled_output_points)
             return OutputAdapter.decode(self, decoder, latents, context)
         return self.decode_with(decoder, latents, context.replace(subsampled_output_points=None))
 

@@ -21,11 +21,16 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def conv_size(size: int, padding: str) -> int:
+    """Side length after the conv 7x7/2 alone (what the BatchNorm sees) with either padding convention."""
+    return math.ceil(size / 2) if padding == "tf_same" else (size + 6 - 7) // 2 + 1
+
+
 def conv_output_size(size: int, padding: str) -> int:
     """Side length after conv 7x7/2 and max-pool 3x3/2 with either padding convention."""
+    after_conv = conv_size(size, padding)
     if padding == "tf_same":
-        return math.ceil(math.ceil(size / 2) / 2)
-    after_conv = (size + 6 - 7) // 2 + 1
+        return math.ceil(after_conv / 2)
     return (after_conv - 3) // 2 + 1
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from ..core.init import linear
 from ..core.position import FourierPositionEncoding, check_indices, fourier_channels
 from ..core.registry import register
-from ..core.validation import check_positive, check_tensor
+from ..core.validation import check_model_input, check_positive, check_tensor
 from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
 
 
@@ -71,6 +71,9 @@ class FlowInputAdapter(InputAdapter):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         check_tensor("frames", inputs, ("B", 2, self.config.image_shape[0], "H", "W"), floating=True)
         b, h, w = inputs.shape[0], inputs.shape[-2], inputs.shape[-1]
+        if h == 0 or w == 0:
+            raise ValueError(f"frames: expected frames of at least 1x1 pixels, got {h}x{w}")
+        check_model_input("frames", inputs, self)
         patches = frame_patches(inputs)  # [B, 2, 9C, H, W]
         tokens = patches.flatten(1, 2).flatten(2).transpose(1, 2)  # [B, HW, 2*9C], frame-major channels
         x = self.patches_linear(tokens)

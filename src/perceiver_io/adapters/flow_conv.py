@@ -13,6 +13,7 @@ decodes ``2 + 9 * 4 * 4`` channels, a low-resolution flow vector and the logits 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import nn
 
 from ..core.position import FourierPositionEncoding, fourier_channels
 from ..core.registry import register
-from ..core.validation import check_positive, check_tensor
+from ..core.validation import check_model_input, check_positive, check_tensor
 from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
 from .conv import ConvDownsample, conv_output_size
 
@@ -135,6 +136,7 @@ class ConvFlowInputAdapter(InputAdapter):
                 f"frames: expected frames of at least {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE} pixels (the conv stem "
                 f"downsamples by {STEM_STRIDE}), got {height}x{width}"
             )
+        check_model_input("frames", frames, self)
         return self.config.token_grid(height, width)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -197,12 +199,15 @@ class ConvFlowOutputAdapter(OutputAdapter):
         super().__init__()
         self.config = config
 
-    def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> torch.Tensor:
-        if context.subsampled_output_points is not None:
+    def check_points(self, points: Any) -> None:
+        if points is not None:
             raise ValueError(
                 "subsampled_output_points: not supported by the conv flow model (flow is decoded at 1/4 resolution "
                 "and convex-upsampled, so a full-resolution pixel has no query of its own); decode all pixels"
             )
+
+    def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> torch.Tensor:
+        self.check_points(context.subsampled_output_points)
         h, w = ConvFlowInputAdapterConfig.token_grid(*context.inputs.shape[-2:])
         if context.encoded.shape[1] != 2 * h * w:
             raise ValueError(

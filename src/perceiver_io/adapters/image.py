@@ -15,10 +15,10 @@ from torch import nn
 
 from ..core.init import trunc_normal_
 from ..core.position import PositionEncodingConfig, build_position_encoding
-from ..core.validation import check_choice, check_positive, check_tensor
+from ..core.validation import check_choice, check_model_input, check_positive, check_tensor
 from ..core.registry import register
 from .base import InputAdapter, InputAdapterConfig
-from .conv import PADDINGS, ConvDownsample, conv_output_size
+from .conv import PADDINGS, ConvDownsample, conv_output_size, conv_size
 
 PREP_TYPES = ("pixels", "conv1x1", "conv")
 
@@ -111,12 +111,21 @@ class ImageInputAdapter(InputAdapter):
         grid = c.token_grid(*inputs.shape[-2:])
         if min(grid) < 1:
             raise ValueError(f"pixel_values: an image of {list(inputs.shape[-2:])} pixels is too small for prep_type={c.prep_type!r}")
+        # In training, the stem's BatchNorm normalises by batch statistics: one value per channel has none.
+        conv_pixels = conv_size(inputs.shape[-2], c.conv_padding) * conv_size(inputs.shape[-1], c.conv_padding)
+        if self.training and c.prep_type == "conv" and c.use_batchnorm and inputs.shape[0] * conv_pixels == 1:
+            raise ValueError(
+                f"pixel_values: in training mode the stem's BatchNorm needs more than one value per channel, and "
+                f"one image of {inputs.shape[-2]}x{inputs.shape[-1]} pixels gives it one; pass two or more "
+                f"images, larger images, or call .eval()"
+            )
         if self.learned_positions and not c.interpolate_pos_encoding and grid != c.position_encoding.index_dims:  # type: ignore[union-attr]
             raise ValueError(
                 f"pixel_values: expected images of {c.image_shape[1]}x{c.image_shape[2]} pixels (the learned position "
                 f"table covers that grid), got {inputs.shape[-2]}x{inputs.shape[-1]}; build the adapter with "
                 f"interpolate_pos_encoding=True to resize the table"
             )
+        check_model_input("pixel_values", inputs, self)
         return grid
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

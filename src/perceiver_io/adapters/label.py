@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.registry import register
-from ..core.validation import check_positive, check_tensor
+from ..core.validation import check_model_input, check_positive, check_tensor
 from .base import InputAdapter, InputAdapterConfig
 
 
@@ -32,4 +32,5 @@ class LabelInputAdapter(InputAdapter):
         self.config = config
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return check_tensor("label", inputs, ("B", self.config.num_classes), floating=True)[:, None, :]
+        check_tensor("label", inputs, ("B", self.config.num_classes), floating=True)
+        return check_model_input("label", inputs, self)[:, None, :]

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from ..core.init import trunc_normal_
+from ..core.position import check_indices
 from ..core.registry import build, register
-from ..core.validation import check_positive
+from ..core.validation import check_choice, check_model_input, check_positive
 from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
 
 T = TypeVar("T")
@@ -99,8 +100,11 @@ class MultimodalInputAdapter(InputAdapter):
             raise ValueError(f"inputs: expected a dict with keys {list(self.modalities)}, got {got}")
         tokens = {}
         for m, adapter in self.modalities.items():
+            x = inputs[m]
             try:
-                tokens[m] = adapter(inputs[m])
+                # Device and dtype against this adapter's own parameters: a modality adapter may have none (the label).
+                x = check_model_input(f"inputs[{m!r}]", x, self) if isinstance(x, torch.Tensor) else x
+                tokens[m] = adapter(x)
             except (TypeError, ValueError) as e:
                 raise type(e)(f"inputs[{m!r}]: {e}") from None
         sizes = {t.shape[0] for t in tokens.values()}
@@ -178,25 +182,49 @@ class MultimodalOutputAdapter(OutputAdapter):
         self.num_query_channels = max(widths.values()) + c.min_padding_size
         self.padding = _padding(widths, self.num_query_channels)
 
+    def check_modality(self, modality: object) -> str:
+        """``modality`` if it names one of this adapter's modalities, else a ``ValueError`` listing them."""
+        check_choice("modality", modality, list(self.modalities))
+        return modality  # type: ignore[return-value]
+
+    def check_points(self, points: Any) -> None:
+        """``subsampled_output_points``: None, or a dict ``{modality: flat indices [n] or None}`` over known
+        modalities; checked before any computation (the ranges, set by each modality's inputs, when decoding)."""
+        if points is None:
+            return
+        if not isinstance(points, dict):
+            raise TypeError(
+                f"subsampled_output_points: expected a dict {{modality: indices [n]}} over the modalities "
+                f"{list(self.modalities)}, got {type(points).__name__}"
+                + (f" of shape {list(points.shape)}" if isinstance(points, torch.Tensor) else "")
+            )
+        unknown = sorted(set(points) - set(self.modalities), key=str)
+        if unknown:
+            raise ValueError(
+                f"subsampled_output_points: unknown modalities {unknown}; the modalities are {list(self.modalities)}"
+            )
+        for m, p in points.items():
+            if p is not None:
+                check_indices(f"subsampled_output_points[{m!r}]", p, None)
+
     def modality_context(self, context: DecodeContext, modality: str) -> DecodeContext:
         inputs = context.inputs.get(modality) if isinstance(context.inputs, dict) else None
         points = context.subsampled_output_points
         return context.replace(inputs=inputs, subsampled_output_points=points.get(modality) if points else None)
 
     def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> dict[str, Any]:
-        points = context.subsampled_output_points
-        if points is not None:
-            if not isinstance(points, dict):
-                raise TypeError(f"subsampled_output_points: expected a dict per modality, got {type(points).__name__}")
-            unknown = sorted(set(points) - set(self.modalities))
-            if unknown:
-                raise ValueError(
-                    f"subsampled_output_points: unknown modalities {unknown}; the modalities are {list(self.modalities)}"
-                )
-        return {
-            m: adapter.decode_with(
-                decoder, latents, self.modality_context(context, m),
-                wrap_queries=lambda q, m=m: _pad(q, self.padding[m]), name=f"subsampled_output_points[{m!r}]",
-            )
-            for m, adapter in self.modalities.items()
-        }
+        self.check_points(context.subsampled_output_points)
+        return {m: self.decode_modality(decoder, latents, context, m) for m in self.modalities}
+
+    def decode_modality(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext, modality: str) -> Any:
+        """Decode one modality (its points ``context.subsampled_output_points[modality]``, all when missing)."""
+        adapter = self.modalities[self.check_modality(modality)]
+        modality_context = self.modality_context(context, modality)
+        try:  # the modality's input sets its output grid: check it, named as the input adapter names it
+            adapter.num_outputs(modality_context)  # type: ignore[operator]
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"inputs[{modality!r}]: {e}") from None
+        return adapter.decode_with(  # type: ignore[operator]
+            decoder, latents, modality_context,
+            wrap_queries=lambda q: _pad(q, self.padding[modality]), name=f"subsampled_output_points[{modality!r}]",
+        )

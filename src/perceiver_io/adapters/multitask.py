@@ -27,7 +27,7 @@ from ..core.config import with_sizes
 from ..core.init import linear, trunc_normal_
 from ..core.position import PositionEncodingConfig, build_position_encoding
 from ..core.registry import register
-from ..core.validation import check_choice, check_positive, check_tensor
+from ..core.validation import check_choice, check_model_input, check_positive, check_tensor
 from .base import (
     DecodeContext,
     InputAdapterConfig,
@@ -61,8 +61,8 @@ def check_tasks(name: str, tasks: object) -> dict[str, int]:
 
 
 def check_task_ids(task_ids: object, batch_size: int | str, tasks: Mapping[str, int]) -> torch.Tensor:
-    """``task_ids [B]`` checked: integer indices into ``tasks`` (in its order); ``batch_size`` an int, or a name
-    when any batch size will do.
+    """``task_ids [B]`` checked: integer indices into ``tasks`` (in its order), returned as long (a ``uint8``
+    index tensor would select by mask); ``batch_size`` an int, or a name when any batch size will do.
 
     Raises:
         TypeError / ValueError: not an integer tensor of shape ``[batch_size]``, or an index out of range (the
@@ -72,7 +72,7 @@ def check_task_ids(task_ids: object, batch_size: int | str, tasks: Mapping[str, 
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(tasks)):
         raise ValueError(f"task_ids: expected indices in [0, {len(tasks)}) into the tasks {list(tasks)}, got values "
                          f"in [{int(ids.min())}, {int(ids.max())}]")
-    return ids
+    return ids.long()
 
 
 @dataclass
@@ -130,7 +130,8 @@ class TaskTokenTextInputAdapter(TextInputAdapter):
             if task_ids is None:
                 raise ValueError(f"task_ids: required to pick one of the {self.config.num_task_tokens} task tokens; "
                                  "pass task_ids [B]")
-            ids = check_tensor("task_ids", task_ids, (b,), integer=True)
+            check_tensor("task_ids", task_ids, (b,), integer=True)
+            ids = check_model_input("task_ids", task_ids, self)
             if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.num_task_tokens):
                 raise ValueError(f"task_ids: expected indices in [0, {self.config.num_task_tokens}), got values in "
                                  f"[{int(ids.min())}, {int(ids.max())}]")
@@ -223,7 +224,7 @@ class MultiTaskClassificationOutputAdapter(QueryingOutputAdapter):
         if task_ids is None:
             return {task: head(per_query[t]) for t, (task, head) in enumerate(self.heads.items())}
         b = outputs.shape[0]
-        task_ids = check_tensor("task_ids", task_ids, (b,), integer=True)
+        task_ids = check_task_ids(task_ids, b, c.tasks).to(outputs.device)
         # Every head on every example (T small Linears), then each row keeps its own task's: no data-dependent
         # shapes, so the same graph serves any mix of tasks in a batch.
         padded = torch.stack([

@@ -26,7 +26,7 @@ from ..core.attention import LAYER_NORM_EPS
 from ..core.config import with_sizes
 from ..core.init import linear, trunc_normal_
 from ..core.registry import register
-from ..core.validation import check_mask, check_positive, check_tensor
+from ..core.validation import check_mask, check_model_input, check_positive, check_tensor
 from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
 
 
@@ -126,8 +126,10 @@ class SetInputAdapter(InputAdapter):
         b, m = first.shape[:2]  # type: ignore[union-attr]
         if continuous is not None:
             check_tensor("inputs['continuous']", continuous, (b, m, c.num_continuous), floating=True)
+            continuous = check_model_input("inputs['continuous']", continuous, self)
         if categorical is not None:
             check_tensor("inputs['categorical']", categorical, (b, m, len(c.categories)), integer=True)
+            categorical = check_model_input("inputs['categorical']", categorical, self)
             if categorical.numel():
                 low = categorical.amin(dim=(0, 1))
                 high = categorical.amax(dim=(0, 1))
@@ -154,6 +156,7 @@ class SetInputAdapter(InputAdapter):
         if not isinstance(first, torch.Tensor) or first.dim() < 2:
             self.split(inputs)  # raises the error that names what is wrong with the inputs
         mask = check_mask("mask", mask, first.shape[:2])  # type: ignore[union-attr]
+        check_model_input("mask", mask, self)  # type: ignore[arg-type]
         if mask is not None and mask.numel() and not bool(mask.any(dim=1).all()):
             empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
             raise ValueError(f"mask: every set needs at least one real entity; sets {empty[:5]} are all padding")
@@ -220,10 +223,17 @@ class SetOutputAdapter(OutputAdapter):
         query = self.set_query.to(entities.dtype).expand(entities.shape[0], -1, -1)
         return torch.cat([query, entities], dim=1)
 
-    def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> SetOutputs:
-        if context.subsampled_output_points is not None:
+    def check_points(self, points: Any) -> None:
+        if points is not None:
             raise ValueError("subsampled_output_points: a set model decodes every entity (give a smaller set instead)")
-        queries = self.with_set_query(context.encoded)
+
+    def decode(self, decoder: nn.Module, latents: torch.Tensor, context: DecodeContext) -> SetOutputs:
+        self.check_points(context.subsampled_output_points)
+        entities, mask = context.encoded, context.input_mask
+        if mask is not None:
+            # Padding rows are queries too: zeroed, a NaN in a padded entity stays out of the outputs.
+            entities = torch.where(mask[:, :, None], entities, 0.0)
+        queries = self.with_set_query(entities)
         return self(decoder(latents, queries, chunk_size=context.output_chunk_size), context)
 
     def forward(self, outputs: torch.Tensor, context: DecodeContext) -> SetOutputs:

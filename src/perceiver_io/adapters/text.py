@@ -12,7 +12,7 @@ from ..core.config import with_sizes
 from ..core.init import trunc_normal_
 from ..core.position import TrainablePositionEncoding, check_indices
 from ..core.registry import register
-from ..core.validation import check_positive, check_tensor
+from ..core.validation import check_model_input, check_not_empty, check_positive, check_tensor
 from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
 
 
@@ -44,10 +44,13 @@ class TextInputAdapter(InputAdapter):
         self.position_encoding = TrainablePositionEncoding(config.max_seq_len, config.num_channels, config.init_scale)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``input_ids [B, L]`` of any integer dtype (used as long), ``1 <= L <= max_seq_len`` -> ``[B, L, C]``."""
         check_tensor("input_ids", inputs, ("B", "L"), integer=True)
         b, length = inputs.shape
+        check_not_empty("input_ids", inputs, 1, "token L")
         if length > self.config.max_seq_len:
             raise ValueError(f"input_ids: expected at most max_seq_len={self.config.max_seq_len} tokens, got {length}")
+        inputs = check_model_input("input_ids", inputs, self)
         if inputs.numel() and (int(inputs.min()) < 0 or int(inputs.max()) >= self.config.vocab_size):
             raise ValueError(
                 f"input_ids: expected ids in [0, {self.config.vocab_size}), got values in "

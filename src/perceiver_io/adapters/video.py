@@ -9,7 +9,7 @@ import torch
 
 from ..core.position import FourierPositionEncoding, fourier_channels
 from ..core.registry import register
-from ..core.validation import check_positive, check_tensor
+from ..core.validation import check_model_input, check_positive, check_tensor
 from .base import DecodeContext, FourierQueryOutputAdapter, InputAdapter, InputAdapterConfig, OutputAdapterConfig
 
 
@@ -61,8 +61,12 @@ class VideoInputAdapter(InputAdapter):
         c, p = self.config.num_channels, self.config.patch_size
         check_tensor("video", inputs, ("B", "T", c, "H", "W"), floating=True)
         b, t, _, h, w = inputs.shape
+        if t == 0 or h < p or w < p:
+            raise ValueError(f"video: expected at least one frame of at least {p}x{p} pixels (one patch), "
+                             f"got {t} frames of {h}x{w}")
         if h % p or w % p:
             raise ValueError(f"video: height and width must divide by patch_size={p}, got {h}x{w}")
+        check_model_input("video", inputs, self)
         tokens = video_patches(inputs, p).flatten(1, 3)
         pos = self.position_encoding(b, index_dims=(t, h // p, w // p)).to(tokens.dtype)
         return torch.cat([tokens, pos], dim=-1)
@@ -107,4 +111,4 @@ class VideoOutputAdapter(FourierQueryOutputAdapter):
         if context.subsampled_output_points is not None:
             return outputs
         t, h, w = self.grid(context)
-        return outputs.reshape(outputs.shape[0], t, h, w, -1).permute(0, 1, 4, 2, 3)
+        return outputs.unflatten(1, (t, h, w)).permute(0, 1, 4, 2, 3)  # not reshape(B, t, h, w, -1): B may be 0

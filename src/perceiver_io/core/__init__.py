@@ -2,7 +2,7 @@
 configs and the component registry. Imports nothing from the layers above it."""
 
 from .attention import CrossAttentionLayer, MLP, MultiHeadAttention, SelfAttentionLayer
-from .config import ComponentConfig, Config, with_sizes
+from .config import ComponentConfig, Config, DerivedSizeError, override_config, with_sizes
 from .decoder import AverageDecoder, AverageDecoderConfig, DecoderConfig, PerceiverDecoder
 from .encoder import EncoderConfig, PerceiverEncoder
 from .position import (
@@ -16,11 +16,14 @@ from .position import (
     subsampled_positions,
 )
 from .registry import build, component, component_types, register
+from .validation import check_finite, is_check_finite_enabled, set_check_finite
 
 __all__ = [
     "AverageDecoder", "AverageDecoderConfig", "ComponentConfig", "Config", "CrossAttentionLayer", "DecoderConfig",
+    "DerivedSizeError",
     "EncoderConfig", "FourierPositionEncoding", "MLP", "MultiHeadAttention", "PerceiverDecoder", "PerceiverEncoder",
     "PositionEncodingConfig", "ProjectedPositionEncoding", "SelfAttentionLayer", "TrainablePositionEncoding",
     "build", "build_position_encoding", "component", "component_types", "fourier_features", "grid_positions",
-    "register", "subsampled_positions", "with_sizes",
+    "override_config", "register", "subsampled_positions", "with_sizes",
+    "check_finite", "is_check_finite_enabled", "set_check_finite",
 ]

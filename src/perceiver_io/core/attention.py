@@ -51,6 +51,18 @@ def unfused_attention(
     return torch.matmul(probs, v)
 
 
+def zero_unattended_keys(x_kv: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``x_kv [B, Nk, C]`` with the rows that ``attention_mask`` (``[B, Nk]`` or ``[B, Nq, Nk]``, True = attend)
+    hides from every query set to zero.
+
+    A masked key gets probability exactly 0, but its value still enters the weighted sum as ``0 * v``, and
+    ``0 * NaN`` is NaN: a NaN in a padded input would reach every output. Zeroed before the projections, a masked
+    key and value are finite, so finite inputs give bit-identical results and masked inputs cannot matter.
+    """
+    used = attention_mask if attention_mask.dim() == 2 else attention_mask.any(dim=1)
+    return torch.where(used[:, :, None], x_kv, 0.0)
+
+
 def _gelu(activation: str) -> nn.GELU:
     check_choice("activation", activation, ACTIVATIONS)
     return nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
@@ -95,14 +107,15 @@ class MultiHeadAttention(nn.Module):
         """Attend from ``x_q [B, Nq, Cq]`` to ``x_kv [B, Nk, Ckv]``; returns ``[B, Nq, output_channels]``.
 
         ``attention_mask`` (bool, True = attend) is ``[B, Nk]`` (same keys for every query) or
-        ``[B, Nq, Nk]``. Callers validate shapes; this is the hot path.
+        ``[B, Nq, Nk]``. Callers validate shapes; this is the hot path. Keys no query attends to do not
+        affect the result whatever their values (NaN included).
         """
         b, nq, _ = x_q.shape
-        nk = x_kv.shape[1]
-        h = self.num_heads
-        q = self.q(x_q).view(b, nq, h, -1).transpose(1, 2)
-        k = self.k(x_kv).view(b, nk, h, -1).transpose(1, 2)
-        v = self.v(x_kv).view(b, nk, h, -1).transpose(1, 2)
+        if attention_mask is not None:
+            x_kv = zero_unattended_keys(x_kv, attention_mask)
+        q = self.split_heads(self.q(x_q), self.qk_channels)
+        k = self.split_heads(self.k(x_kv), self.qk_channels)
+        v = self.split_heads(self.v(x_kv), self.v_channels)
 
         sdpa_mask = keep_rows = None
         if attention_mask is not None:
@@ -118,19 +131,25 @@ class MultiHeadAttention(nn.Module):
             out = unfused_attention(q, k, v, sdpa_mask, dropout_p)
         out = out.transpose(1, 2).reshape(b, nq, self.v_channels)
         if keep_rows is not None:
-            out = out * (keep_rows[:, :, None] if keep_rows.dim() == 2 else keep_rows).to(out.dtype)
+            # where, not a product: 0 * NaN would keep a NaN of a wiped row.
+            out = torch.where(keep_rows[:, :, None] if keep_rows.dim() == 2 else keep_rows, out, 0.0)
         return self.out(out)
 
+    def split_heads(self, x: torch.Tensor, channels: int) -> torch.Tensor:
+        """``[B, N, channels]`` -> ``[B, H, N, channels / H]``; sizes spelled out, as ``-1`` is ambiguous when
+        B or N is 0."""
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, channels // self.num_heads).transpose(1, 2)
 
     @torch.no_grad()
     def attention_weights(
         self, x_q: torch.Tensor, x_kv: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The attention probabilities ``[B, H, Nq, Nk]`` (for inspection; the forward never builds them)."""
-        b, nq, _ = x_q.shape
-        h = self.num_heads
-        q = self.q(x_q).view(b, nq, h, -1).transpose(1, 2)
-        k = self.k(x_kv).view(b, x_kv.shape[1], h, -1).transpose(1, 2)
+        if attention_mask is not None:
+            x_kv = zero_unattended_keys(x_kv, attention_mask)
+        q = self.split_heads(self.q(x_q), self.qk_channels)
+        k = self.split_heads(self.k(x_kv), self.qk_channels)
         logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
         if attention_mask is not None:
             mask = attention_mask[:, None, None, :] if attention_mask.dim() == 2 else attention_mask[:, None]

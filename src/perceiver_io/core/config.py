@@ -74,14 +74,32 @@ class ComponentConfig(Config):
         return target
 
 
+class DerivedSizeError(ValueError):
+    """A size field given explicitly that differs from the value the adjacent parts produce.
+
+    ``path`` locates the field from the top-level config (field names, and keys of dict fields), e.g.
+    ``("decoder", "num_latent_channels")``."""
+
+    def __init__(self, path: tuple[str, ...], given: object, derived: object) -> None:
+        self.path, self.given, self.derived = path, given, derived
+        super().__init__(
+            f"{_dotted(path)}: {given} was given, but the adjacent parts produce {derived}; "
+            f"leave it unset (None) to derive it"
+        )
+
+
 def with_sizes(config: C, where: str, **sizes: int | None) -> C:
     """A copy of ``config`` in which each size field named in ``sizes`` that is ``None`` takes the
     derived value; nested configs (and dicts of them) that have such a field are filled the same way.
 
-    A size given explicitly that differs from the derived one is a ``ValueError`` naming
-    ``where.field``, the value given and the derived value. A derived value of ``None`` (unknown)
-    leaves the field as it is.
+    A size given explicitly that differs from the derived one is a :class:`DerivedSizeError` (a
+    ``ValueError``) naming ``where.field``, the value given and the derived value. A derived value of
+    ``None`` (unknown) leaves the field as it is.
     """
+    return _with_sizes(config, tuple(where.split(".")), sizes)
+
+
+def _with_sizes(config: C, path: tuple[str, ...], sizes: dict[str, int | None]) -> C:
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(config):  # type: ignore[arg-type]
         value = getattr(config, f.name)
@@ -90,22 +108,67 @@ def with_sizes(config: C, where: str, **sizes: int | None) -> C:
             if value is None:
                 changes[f.name] = derived
             elif value != derived:
-                raise ValueError(
-                    f"{where}.{f.name}: {value} was given, but the adjacent parts produce {derived}; "
-                    f"leave it unset (None) to derive it"
-                )
+                raise DerivedSizeError((*path, f.name), value, derived)
         elif isinstance(value, Config) and dataclasses.is_dataclass(value):
-            filled = with_sizes(value, f"{where}.{f.name}", **sizes)
+            filled = _with_sizes(value, (*path, f.name), sizes)
             if filled is not value:
                 changes[f.name] = filled
         elif isinstance(value, dict) and any(isinstance(v, Config) for v in value.values()):
             filled_dict = {
-                k: with_sizes(v, f"{where}.{f.name}[{k!r}]", **sizes) if isinstance(v, Config) else v
+                k: _with_sizes(v, (*path, f.name, k), sizes) if isinstance(v, Config) else v
                 for k, v in value.items()
             }
             if any(filled_dict[k] is not value[k] for k in value):
                 changes[f.name] = filled_dict
     return dataclasses.replace(config, **changes) if changes else config  # type: ignore[type-var]
+
+
+def override_config(config: C, overrides: dict[str, Any], where: str = "overrides") -> C:
+    """A copy of ``config`` with ``overrides`` (a nested dict of its fields, as ``to_dict`` writes them) merged in.
+
+    ``{"encoder": {"num_latents": 256, "dropout": 0.1}}`` changes two encoder fields and keeps the rest. Sizes
+    the config derives from its parts (a decoder's ``num_latent_channels``, an encoder's ``num_input_channels``,
+    ...) follow the change: a derived size that no longer fits is derived again, unless the override itself
+    sets it. An unknown key is a ``ValueError`` naming ``where.key`` and the known keys.
+    """
+    if not isinstance(overrides, dict):
+        raise TypeError(f"{where}: expected a dict of config fields, got {type(overrides).__name__}")
+    data = config.to_dict()
+    _merge(data, overrides, where)
+    rederived: set[tuple[str, ...]] = set()
+    while True:
+        try:
+            return type(config).from_dict(data)
+        except DerivedSizeError as e:
+            if e.path in rederived or _lookup(overrides, e.path) is not _MISSING:
+                raise
+            rederived.add(e.path)
+            _lookup(data, e.path[:-1])[e.path[-1]] = None
+
+
+_MISSING = object()
+
+
+def _merge(data: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
+    for key, value in overrides.items():
+        if key not in data:
+            raise ValueError(f"{where}.{key}: unknown config key; known keys are {sorted(k for k in data if k != 'type')}")
+        if isinstance(value, dict) and isinstance(data[key], dict):
+            _merge(data[key], value, f"{where}.{key}")
+        else:
+            data[key] = value
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return _MISSING
+        data = data[key]
+    return data
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    return "".join(p if i == 0 else (f".{p}" if p.isidentifier() else f"[{p!r}]") for i, p in enumerate(path))
 
 
 def _to_jsonable(value: Any) -> Any:

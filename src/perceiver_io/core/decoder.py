@@ -19,7 +19,14 @@ from .config import ComponentConfig
 from .init import linear
 from .position import PositionEncodingConfig, build_position_encoding, check_indices
 from .registry import register
-from .validation import check_choice, check_mask, check_positive, check_tensor
+from .validation import check_choice, check_mask, check_model_input, check_not_empty, check_positive, check_tensor
+
+
+def check_latents(latents: torch.Tensor, num_channels: int, decoder: nn.Module) -> torch.Tensor:
+    """Validate ``latents [B, N, D]`` (N >= 1, the decoder's device and dtype) before any computation."""
+    check_tensor("latents", latents, ("B", "N", num_channels), floating=True)
+    check_not_empty("latents", latents, 1, "latent N")
+    return check_model_input("latents", latents, decoder)
 
 
 @dataclass
@@ -140,7 +147,7 @@ class PerceiverDecoder(nn.Module):
                 one-shot decode, with memory bounded by the chunk instead of ``O``.
         """
         c = self.config
-        check_tensor("latents", latents, ("B", "N", c.num_latent_channels), floating=True)
+        latents = check_latents(latents, c.num_latent_channels, self)  # type: ignore[arg-type]
         batch = latents.shape[0]
         if chunk_size is not None:
             check_positive("chunk_size", chunk_size)
@@ -148,6 +155,8 @@ class PerceiverDecoder(nn.Module):
             if subsampled_output_points is not None:
                 raise ValueError("subsampled_output_points: cannot be combined with caller-given queries")
             check_tensor("queries", queries, (batch, "O", c.num_query_channels), floating=True)
+            check_not_empty("queries", queries, 1, "query O")
+            queries = check_model_input("queries", queries, self)
             query_mask = check_mask("query_mask", query_mask, (batch, queries.shape[1]))
             if chunk_size is None or chunk_size >= queries.shape[1]:
                 return self.decode_queries(queries, latents, query_mask)
@@ -164,6 +173,8 @@ class PerceiverDecoder(nn.Module):
             indices = check_indices("subsampled_output_points", subsampled_output_points, num_outputs)  # type: ignore[arg-type]
         total = indices.numel() if indices is not None else num_outputs
         query_mask = check_mask("query_mask", query_mask, (batch, total))
+        if query_mask is not None:
+            check_model_input("query_mask", query_mask, self)
         if chunk_size is None or chunk_size >= total:  # type: ignore[operator]
             return self.decode_queries(self.decoder_query(batch, indices, subsampled), latents, query_mask)
 
@@ -232,7 +243,7 @@ class AverageDecoder(nn.Module):
         self.output = linear(config.num_latent_channels, config.num_output_channels)
 
     def forward(self, latents: torch.Tensor, queries: None = None, **unused: object) -> torch.Tensor:
-        check_tensor("latents", latents, ("B", "N", self.config.num_latent_channels), floating=True)
+        latents = check_latents(latents, self.config.num_latent_channels, self)  # type: ignore[arg-type]
         if queries is not None or any(v is not None for v in unused.values()):
             raise ValueError("queries: the average decoder takes no queries, masks, subsampling or chunking")
         return self.output(latents.mean(dim=1, keepdim=True))

@@ -10,7 +10,7 @@ from torch import nn
 from .attention import ACTIVATIONS, CrossAttentionLayer, SelfAttentionLayer
 from .config import Config
 from .init import trunc_normal_
-from .validation import check_choice, check_mask, check_positive, check_tensor
+from .validation import check_choice, check_mask, check_model_input, check_not_empty, check_positive, check_tensor
 
 
 @dataclass
@@ -118,17 +118,33 @@ class PerceiverEncoder(nn.Module):
             return None
         return self.cross_attends[min(block, len(self.cross_attends) - 1)]
 
+    def check_inputs(
+        self, inputs: torch.Tensor, input_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate ``inputs [B, M, C_in]`` (M >= 1; the model's device and dtype) and ``input_mask [B, M]``
+        (the model's device) before any computation; returns them, the mask as bool."""
+        check_tensor("inputs", inputs, ("B", "M", self.config.num_input_channels), floating=True)
+        # No input position: the cross-attention would have no key, and every latent would be its bias.
+        check_not_empty("inputs", inputs, 1, "input position M")
+        inputs = check_model_input("inputs", inputs, self)
+        input_mask = check_mask("input_mask", input_mask, (inputs.shape[0], inputs.shape[1]))
+        if input_mask is not None:
+            check_model_input("input_mask", input_mask, self)
+        return inputs, input_mask
+
     def cross_attention_weights(self, inputs: torch.Tensor, input_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Which inputs each latent reads in the first cross-attention: ``[B, heads, N, M]``."""
-        input_mask = check_mask("input_mask", input_mask, (inputs.shape[0], inputs.shape[1]))
+        inputs, input_mask = self.check_inputs(inputs, input_mask)
         z = self.latents.expand(inputs.shape[0], -1, -1)
         return self.cross_attends[0].attention_weights(z, inputs, input_mask)
 
     def forward(self, inputs: torch.Tensor, input_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode ``inputs [B, M, C_in]`` (``input_mask [B, M]``, True = real input) into latents ``[B, N, D]``."""
+        """Encode ``inputs [B, M, C_in]`` (``input_mask [B, M]``, True = real input) into latents ``[B, N, D]``.
+
+        Masked inputs do not affect the latents, whatever their values (NaN included).
+        """
         c = self.config
-        check_tensor("inputs", inputs, ("B", "M", c.num_input_channels), floating=True)
-        input_mask = check_mask("input_mask", input_mask, (inputs.shape[0], inputs.shape[1]))
+        inputs, input_mask = self.check_inputs(inputs, input_mask)
         z = self.latents.expand(inputs.shape[0], -1, -1)
         for block in range(c.num_blocks):
             cross_attend = self._cross_attend_for_block(block)

@@ -334,12 +334,18 @@ def build_position_encoding(config: PositionEncodingConfig) -> PositionEncoding 
     return enc
 
 
-def check_indices(name: str, indices: torch.Tensor, num_positions: int) -> torch.Tensor:
-    """Validate flat output indices ``[n]`` (integers in ``[0, num_positions)``)."""
+def check_indices(name: str, indices: torch.Tensor, num_positions: int | None) -> torch.Tensor:
+    """Validate flat output indices ``[n]`` (``n >= 1`` integers in ``[0, num_positions)``; any range when
+    ``num_positions`` is None, for a check before the grid is known); returns them as long."""
     if isinstance(indices, np.ndarray):
         indices = torch.from_numpy(indices)
     check_tensor(name, indices, ("n",), integer=True)
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_positions):
+    if indices.device.type == "meta":  # indices on any real device are moved to the model's
+        raise ValueError(f"{name}: expected indices with values, got a tensor on the meta device")
+    if indices.numel() == 0:
+        # Nothing to decode: an empty output is more likely a bug upstream than a request.
+        raise ValueError(f"{name}: expected at least one index, got an empty tensor (pass None to decode every point)")
+    if num_positions is not None and (int(indices.min()) < 0 or int(indices.max()) >= num_positions):
         raise ValueError(
             f"{name}: expected indices in [0, {num_positions}), got values in "
             f"[{int(indices.min())}, {int(indices.max())}]"

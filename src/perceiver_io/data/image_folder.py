@@ -161,6 +161,56 @@ class SafeImageFolder(ImageFolder):
         raise RuntimeError(f"none of the {n} image files in {self.root} could be read")
 
 
+def image_files(root: str | os.PathLike[str]) -> list[Path]:
+    """The image files under ``root`` (any depth, hidden files and folders left out), sorted; or ``[root]`` when
+    ``root`` is an image file. ``FileNotFoundError`` / ``ValueError`` naming ``root`` when there is none."""
+    root = Path(root)
+    extensions = tuple(IMG_EXTENSIONS)
+    if root.is_file():
+        if not root.name.lower().endswith(extensions):
+            raise ValueError(f"predict_root: {root} is not an image file (expected one of {', '.join(extensions)})")
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"predict_root: no such file or folder: {root}")
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found += [Path(folder) / n for n in names if not n.startswith(".") and n.lower().endswith(extensions)]
+    if not found:
+        raise ValueError(f"predict_root: no images under {root} (looked for {', '.join(extensions)} files)")
+    return sorted(found)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files in a fixed order, for prediction: item ``i`` is ``{"pixel_values": [3, S, S], "target": int
+    (-1 when unknown), "error": str}``.
+
+    An unreadable file does not stop the run or shift the later rows: its item holds a zero image and the reason in
+    ``error`` (a :class:`CorruptImageWarning` names it once), so that a prediction writer can report it in its row.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], transform: Callable[[Any], torch.Tensor],
+                 image_size: int, targets: Sequence[int] | None = None) -> None:
+        self.paths = [str(p) for p in paths]
+        self.targets = list(targets) if targets is not None else [-1] * len(self.paths)
+        self.transform = transform
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                pixels = self.transform(image.convert("RGB"))
+            error = ""
+        except UNREADABLE_IMAGE_ERRORS as e:
+            warnings.warn(f"unreadable image {path} ({_one_line(e)})", CorruptImageWarning, stacklevel=2)
+            pixels, error = torch.zeros(3, self.image_size, self.image_size), _one_line(e)
+        return {"pixel_values": pixels, "target": self.targets[index], "error": error}
+
+
 class ImageFolderDataModule(pl.LightningDataModule):
     """ImageNet-layout folders with the official Perceiver IO training augmentation.
 
@@ -203,11 +253,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
         drop_last: drop the last incomplete training batch.
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
         seed: seeds the training shuffle (and through it the DataLoader workers' augmentation RNGs).
+        predict_root: a folder of images (any depth, no class folders needed) or one image file for ``predict``
+            (e.g. ``perceiver-io image-classifier predict --data.predict_root my-photos``); without it ``predict``
+            runs on the test split. With ``predict_root`` the data set folder ``root`` may be left out (the class
+            names then come from the checkpoint).
     """
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | None = None,
         image_size: int = 224,
         batch_size: int = 64,
         num_workers: int | None = None,
@@ -224,8 +278,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         drop_last: bool = False,
         pin_memory: bool = False,
         seed: int = 0,
+        predict_root: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
+        if root is None and predict_root is None:
+            raise ValueError("root: give the data set folder (root/train, root/val), or predict_root for prediction "
+                             "only")
         if augment not in ("official", "none"):
             raise ValueError(f"augment must be 'official' or 'none', got {augment!r}")
         if image_size < 1:
@@ -239,7 +297,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values each and std > 0, got mean={mean}, std={std}")
         self.save_hyperparameters()
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else None
+        self.predict_root = Path(predict_root) if predict_root is not None else None
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -250,44 +309,54 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.seed = seed
 
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"dataset root not found: {self.root}")
-        for split in ("train", "val"):
-            if not (self.root / split).is_dir():
-                raise FileNotFoundError(f"'{split}' split folder not found: {self.root / split} "
-                                        f"(expected {self.root}/{split}/<class>/<image>)")
-        names = _class_folders(self.root / "train")
-        if not names:
-            raise ValueError(f"no class folders in {self.root / 'train'} (expected "
-                             f"{self.root / 'train'}/<class>/<image>)")
-        self.class_names: list[str] = names
-        self.class_to_idx: dict[str, int] = {name: i for i, name in enumerate(names)}
-        self.num_classes: int = len(names)
+        self.class_names: list[str] | None = None
+        """The training class-folder names, sorted (class id order); None without ``root``."""
+        self.class_to_idx: dict[str, int] = {}
+        self.num_classes: int | None = None
         self.image_shape: tuple[int, int, int] = (3, image_size, image_size)
+        if self.root is not None:
+            self._scan_root(self.root)
 
         self.eval_transform = eval_transform(image_size, crop_fraction=resize_ratio, mean=mean, std=std)
         if augment == "official":
             self.train_transform = official_train_transform(
                 image_size, randaugment_layers=randaugment_layers, randaugment_magnitude=randaugment_magnitude,
                 mean=mean, std=std)
-            mixing = (mixup_alpha or 0) > 0 or (cutmix_alpha or 0) > 0
+            mixing = ((mixup_alpha or 0) > 0 or (cutmix_alpha or 0) > 0) and self.num_classes is not None
             self.batch_augment: MixUpCutMix | None = (
                 MixUpCutMix(self.num_classes, mixup_alpha, cutmix_alpha) if mixing else None)
         else:
             self.train_transform = self.eval_transform
             self.batch_augment = None
         self.datasets: dict[Split, SafeImageFolder] = {}
+        self.predict_dataset: ImageFiles | None = None
+
+    def _scan_root(self, root: Path) -> None:
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset root not found: {root}")
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise FileNotFoundError(f"'{split}' split folder not found: {root / split} "
+                                        f"(expected {root}/{split}/<class>/<image>)")
+        names = _class_folders(root / "train")
+        if not names:
+            raise ValueError(f"no class folders in {root / 'train'} (expected {root / 'train'}/<class>/<image>)")
+        self.class_names = names
+        self.class_to_idx = {name: i for i, name in enumerate(names)}
+        self.num_classes = len(names)
 
     @property
     def test_split(self) -> Split:
         """``"test"`` when ``root/test`` exists, else ``"val"``."""
-        return "test" if (self.root / "test").is_dir() else "val"
+        return "test" if self.root is not None and (self.root / "test").is_dir() else "val"
 
     def dataset(self, split: Split) -> SafeImageFolder:
         """The split's dataset, scanned (and verified, if asked) on first use."""
         if split not in self.datasets:
             if split not in ("train", "val", "test"):
                 raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+            if self.root is None:
+                raise ValueError(f"root: the {split!r} split needs the data set folder (only predict_root was given)")
             folder = self.root / split
             if not folder.is_dir():
                 raise FileNotFoundError(f"'{split}' split folder not found: {folder}")
@@ -303,8 +372,25 @@ class ImageFolderDataModule(pl.LightningDataModule):
             "predict": (self.test_split,), None: ("train", "val", self.test_split)}
         if stage not in splits:
             raise ValueError(f"unknown stage {stage!r}; expected one of fit, validate, test, predict")
+        if stage == "predict":
+            self.predict_dataset = self._predict_files()
+            return
         for split in splits[stage]:
             self.dataset(split)
+
+    def _predict_files(self) -> ImageFiles:
+        if self.predict_root is not None:
+            return ImageFiles(image_files(self.predict_root), self.eval_transform, self.image_size)
+        labelled = self.dataset(self.test_split)
+        return ImageFiles([p for p, _ in labelled.samples], self.eval_transform, self.image_size,
+                          targets=[t for _, t in labelled.samples])
+
+    @property
+    def predict_identifiers(self) -> list[str]:
+        """The file path of each predict item, in order (after ``setup("predict")``)."""
+        if self.predict_dataset is None:
+            self.predict_dataset = self._predict_files()
+        return self.predict_dataset.paths
 
     def teardown(self, stage: str | None = None) -> None:
         """Log a summary of the unreadable files skipped so far."""
@@ -344,5 +430,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return self._loader(self.test_split)
 
     def predict_dataloader(self) -> DataLoader:
-        """The test images (with their class ids), as :meth:`test_dataloader`."""
-        return self._loader(self.test_split)
+        """Dict batches ``{"pixel_values" [B, 3, S, S], "target" [B] (-1: unlabelled), "error": list[str]}`` of the
+        files under ``predict_root`` (any depth; no class folders needed), or of the test split (with its class
+        ids), in a fixed order; :attr:`predict_identifiers` names their files."""
+        if self.predict_dataset is None:
+            self.predict_dataset = self._predict_files()
+        return DataLoader(self.predict_dataset, batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory)

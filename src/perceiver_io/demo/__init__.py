@@ -19,7 +19,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import digits, flow, language, multimodal, unit_sets
+from . import digits, flow, language, multimodal, pipeline, unit_sets
 from .report import print_section, print_totals, write_index
 from .section import Picture, Section, SectionResult
 
@@ -29,6 +29,7 @@ SECTIONS: list[Section] = [
     unit_sets.SECTION,
     flow.SECTION,
     language.SECTION,
+    pipeline.SECTION,
 ]
 """Every section, in the order ``perceiver-io demo`` runs them and the page shows them."""
 

@@ -8,6 +8,7 @@ otherwise); its keyword arguments are the overrides it accepts:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ..core.config import Config
+from ..core.config import Config, override_config
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,25 @@ def get_preset(name: str) -> Preset:
 
 
 def model_config(name: str, **overrides: Any) -> tuple[type[nn.Module], Config]:
-    """The task model class and config of preset ``name`` with ``overrides`` (no weights built)."""
+    """The task model class and config of preset ``name`` with ``overrides`` (no weights built).
+
+    An override is either one of the preset function's own arguments (``num_classes``, ``image_size``, ...) or a
+    part of the config it returns, as a dict of that part's fields (``encoder={"num_latents": 256, "dropout":
+    0.1}``, ``decoder={"num_heads": 2}``): those are merged into the preset's config, and the sizes derived from
+    them follow (:func:`~perceiver_io.core.config.override_config`).
+    """
     entry = get_preset(name)
     accepted = inspect.signature(entry.make_config).parameters
-    unknown = sorted(set(overrides) - set(accepted))
+    config = entry.make_config(**{k: v for k, v in overrides.items() if k in accepted})
+    parts = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - set(accepted) - parts)
     if unknown:
-        raise ValueError(f"{name}: unknown override(s) {unknown}; this preset accepts {sorted(accepted)}")
-    return entry.model_class, entry.make_config(**overrides)
+        raise ValueError(f"{name}: unknown override(s) {unknown}; this preset accepts {sorted(accepted)} and, as "
+                         f"dicts of their fields, the parts of its config {sorted(parts)}")
+    config_overrides = {k: v for k, v in overrides.items() if k not in accepted}
+    if config_overrides:
+        config = override_config(config, config_overrides, where=name)
+    return entry.model_class, config
 
 
 def create_model(name: str, **overrides: Any) -> Any:

@@ -114,6 +114,8 @@ def predict_tiled(
                          f"{th}x{tw}; run smaller frames through the model at their native size)")
     if min_overlap >= min(th, tw):
         raise ValueError(f"min_overlap: expected less than the tile size {th}x{tw}, got {min_overlap}")
+    if b == 0:  # no frame pair, no tile: the batching below would step by 0
+        return frames.new_zeros(0, 2, h, w)
     origins = list(itertools.product(tile_origins(h, th, min_overlap), tile_origins(w, tw, min_overlap)))
     # Tile-major: entry t * B + i is tile t of pair i, so a batch of the model's output splits back per tile.
     tiles = torch.stack([frames[..., y : y + th, x : x + tw] for y, x in origins]).flatten(0, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..adapters.classification import ClassificationOutputAdapter
 from ..adapters.multitask import (
@@ -15,8 +16,18 @@ from ..adapters.text import TextInputAdapter, TiedEmbeddingOutputAdapter
 from ..core.decoder import PerceiverDecoder
 from ..core.encoder import PerceiverEncoder
 from ..core.registry import register
-from ..core.validation import check_tensor
+from ..core.validation import check_mask, check_model_input, check_tensor
 from ..perceiver import PerceiverIO, PerceiverIOConfig
+
+
+def check_text(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, model: nn.Module) -> torch.Tensor | None:
+    """Check ``input_ids [B, L]`` and ``attention_mask [B, L]`` before any computation; returns the mask as bool.
+
+    Here, not in the encoder, so that a mask problem names ``attention_mask``, the argument the caller passed.
+    """
+    check_tensor("input_ids", input_ids, ("B", "L"), integer=True)
+    mask = check_mask("attention_mask", attention_mask, tuple(input_ids.shape))
+    return mask if mask is None else check_model_input("attention_mask", mask, model)
 
 
 @register("masked_language_model", PerceiverIOConfig)
@@ -40,6 +51,7 @@ class MaskedLanguageModel(PerceiverIO):
     ) -> torch.Tensor:
         """``input_ids [B, L]``, ``attention_mask [B, L]`` (1 = real token) -> logits ``[B, L, vocab]``,
         or ``[B, n, vocab]`` at the positions ``subsampled_output_points [n]`` only."""
+        attention_mask = check_text(input_ids, attention_mask, self)
         return super().forward(input_ids, attention_mask, subsampled_output_points=subsampled_output_points)
 
 
@@ -52,7 +64,7 @@ class TextClassifier(PerceiverIO):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """``input_ids [B, L]``, ``attention_mask [B, L]`` (1 = real token) -> logits ``[B, num_labels]``."""
-        return super().forward(input_ids, attention_mask)
+        return super().forward(input_ids, check_text(input_ids, attention_mask, self))
 
 
 @register("multitask_text_classifier", PerceiverIOConfig)
@@ -94,7 +106,8 @@ class MultiTaskTextClassifier(PerceiverIO):
                 raise ValueError(f"task_ids: required, the model has {len(self.tasks)} tasks {list(self.tasks)}; "
                                  "pass task_ids [B] (each example's index into them)")
             return torch.zeros(batch_size, dtype=torch.long, device=self.num_labels.device)
-        return check_task_ids(task_ids, batch_size, self.tasks)
+        check_tensor("task_ids", task_ids, (batch_size,), integer=True)
+        return check_task_ids(check_model_input("task_ids", task_ids, self), batch_size, self.tasks)
 
     def forward(  # type: ignore[override]
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, task_ids: torch.Tensor | None = None
@@ -124,8 +137,7 @@ class MultiTaskTextClassifier(PerceiverIO):
 
     def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
              task_ids: torch.Tensor | None) -> torch.Tensor | dict[str, torch.Tensor]:
-        if attention_mask is not None:
-            check_tensor("attention_mask", attention_mask, tuple(input_ids.shape), boolean_or_integer=True)
+        attention_mask = check_text(input_ids, attention_mask, self)
         mask = self.input_adapter.extend_mask(attention_mask)  # type: ignore[operator]
         return super().forward({"input_ids": input_ids, "task_ids": task_ids}, mask)
 

@@ -6,7 +6,7 @@ import torch
 
 from ..adapters.base import DecodeContext
 from ..adapters.multimodal import MultimodalInputAdapter, MultimodalOutputAdapter
-from ..core.decoder import PerceiverDecoder
+from ..core.decoder import PerceiverDecoder, check_latents
 from ..core.registry import register
 from ..core.validation import check_positive
 from ..perceiver import PerceiverIO, PerceiverIOConfig
@@ -38,9 +38,36 @@ class MultimodalAutoencoder(PerceiverIO):
         classify with the label hidden); see :class:`~perceiver_io.adapters.multimodal.MultimodalInputAdapter`."""
         if output_chunk_size is not None:
             check_positive("output_chunk_size", output_chunk_size)
+        self.check_points(subsampled_output_points)
         encoded = self.input_adapter(inputs, mask_probs=mask_probs)  # type: ignore[call-arg]
         context = DecodeContext(inputs, encoded, self.input_adapter, None, subsampled_output_points, output_chunk_size)
         return self.output_adapter.decode(self.decoder, self.encoder(encoded), context)  # type: ignore[union-attr]
+
+    def decode(
+        self,
+        latents: torch.Tensor,
+        modality: str,
+        inputs: dict[str, torch.Tensor] | None = None,
+        subsampled_output_points: torch.Tensor | None = None,
+        output_chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        """One modality's output from ``latents [B, N, D]`` (of :meth:`encode`): what :meth:`forward` returns
+        for ``modality``, with ``subsampled_output_points`` its flat indices ``[n]`` (None: every point).
+
+        ``inputs`` (the dict given to :meth:`encode`) sets the output grid of the video and audio; the label
+        needs none. An unknown ``modality`` is a ``ValueError`` that lists the model's modalities.
+        """
+        adapter: MultimodalOutputAdapter = self.output_adapter  # type: ignore[assignment]
+        adapter.check_modality(modality)
+        if output_chunk_size is not None:
+            check_positive("output_chunk_size", output_chunk_size)
+        points = None if subsampled_output_points is None else {modality: subsampled_output_points}
+        adapter.check_points(points)
+        latents = check_latents(latents, self.decoder.config.num_latent_channels, self.decoder)
+        # No encoded inputs here; the per-modality output adapters read only the batch size from them.
+        placeholder = latents.new_empty(latents.shape[0], 0, 0)
+        context = DecodeContext(inputs, placeholder, self.input_adapter, None, points, output_chunk_size)
+        return adapter.decode_modality(self.decoder, latents, context, modality)
 
     @torch.no_grad()
     def reconstruct(

@@ -96,9 +96,14 @@ class SetTransformerBaseline(PretrainedMixin, nn.Module):
     def forward(self, inputs: Any, mask: torch.Tensor | None = None) -> SetOutputs:
         """``inputs`` (see :class:`SetInputAdapter`), ``mask [B, M]`` (True = real entity) -> :class:`SetOutputs`."""
         mask = self.input_adapter.check_mask(inputs, mask)
-        tokens = self.output_adapter.with_set_query(self.input_adapter(inputs))  # [B, 1 + M, C]
+        entities = self.input_adapter(inputs)
         padding = None
         if mask is not None:
+            # Zeroed padding: the attention's 0 * value would carry a NaN of a padded entity to every output.
+            entities = torch.where(mask[:, :, None], entities, 0.0)
+        tokens = self.output_adapter.with_set_query(entities)  # [B, 1 + M, C]
+        if mask is not None:
             padding = torch.cat([mask.new_zeros(mask.shape[0], 1), ~mask], dim=1)  # True = ignore
-        out = self.encoder(tokens, src_key_padding_mask=padding)
+        # torch's attention cannot reshape an empty batch; with no set there is nothing to encode.
+        out = self.encoder(tokens, src_key_padding_mask=padding) if tokens.shape[0] else tokens
         return self.output_adapter.heads(out[:, 1:], out[:, 0], mask)

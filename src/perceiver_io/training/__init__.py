@@ -19,6 +19,16 @@ TASKS: dict[str, str] = {
     "unit-sets": "perceiver_io.training.unit_sets.UnitSetTask",
 }
 
+# command name -> one line for `perceiver-io --help`
+TASK_HELP: dict[str, str] = {
+    "image-classifier": "train, evaluate and predict image classifiers (ImageNet presets, image folders, digits)",
+    "mlm": "masked language modelling on UTF-8 bytes or SentencePiece tokens",
+    "multimodal-autoencoder": "autoencode video + audio + label (Kinetics layout, generated clips)",
+    "optical-flow": "optical flow from frame pairs (Sintel, KITTI, FlyingChairs, ...; generated pairs)",
+    "text-classifier": "GLUE fine-tuning, single task or multi-task queries",
+    "unit-sets": "per-entity and per-set predictions on StarCraft-like unit sets",
+}
+
 
 def task_class(name: str) -> Any:
     """The LightningModule class of task ``name`` (a key of ``TASKS``)."""

@@ -81,6 +81,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return checkpoint
 
 
+TASK_KEY = "perceiver_io_task"
+MODEL_TYPE_KEY = "perceiver_io_model_type"
+MODEL_CONFIG_KEY = "perceiver_io_model_config"
+CLASS_NAMES_KEY = "perceiver_io_class_names"
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Read a ``.ckpt`` file with ``torch.load(weights_only=True)``; ``ValueError`` naming it if it is not one."""
     return SafeCheckpointIO().load_checkpoint(path, map_location)
@@ -91,6 +97,10 @@ def task_hyperparameters(checkpoint: dict[str, Any], path: str | os.PathLike[str
 
     Raises ``ValueError`` naming ``path`` if a value holds a ``class_path`` entry, directly or in a
     string that reads as YAML (jsonargparse would import and call that class).
+
+    ``init_from`` is dropped: the checkpoint holds every weight, so rebuilding the task must not read the model it
+    started from again (which may be gone). When that model was the whole model (no ``model`` or ``preset``), the
+    checkpoint's own model config takes its place.
     """
 
     def check(value: Any, where: str) -> None:
@@ -116,6 +126,10 @@ def task_hyperparameters(checkpoint: dict[str, Any], path: str | os.PathLike[str
     hparams = {k: v for k, v in saved.items() if not str(k).startswith("_")}
     for key, value in hparams.items():
         check(value, key)
+    if hparams.get("init_from") is not None:
+        hparams["init_from"] = None
+        if hparams.get("model") is None and hparams.get("preset") is None and MODEL_TYPE_KEY in checkpoint:
+            hparams["model"] = {"model_type": checkpoint[MODEL_TYPE_KEY], "config": checkpoint.get(MODEL_CONFIG_KEY)}
     return hparams
 
 

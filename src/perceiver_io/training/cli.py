@@ -8,36 +8,67 @@ CSV logging by default (``--trainer.logger`` switches to TensorBoard).
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+import torch
+import yaml
 
-from . import task_class
+from . import TASK_HELP, task_class
 from .checkpoint_io import SafeCheckpointIO, load_checkpoint, task_hyperparameters
+from .predictions import PredictionWriter
 
 
 class InterruptCheckpoint(pl.Callback):
-    """Checkpoints a run that stops abnormally, next to its other checkpoints.
+    """Checkpoints a training run that stops abnormally, next to its other checkpoints.
 
     Ctrl-C (``KeyboardInterrupt``) writes ``last.ckpt``, so ``--ckpt_path last`` resumes from the
     interrupted step; any other exception writes ``on_exception.ckpt`` and leaves ``last.ckpt``
     (the last good state) alone. Writes go through the trainer's checkpoint IO (atomic).
+
+    Nothing is written unless the run is a ``fit`` that has made at least one optimiser step, and
+    ``last.ckpt`` is only replaced by a newer state (a larger step than the one it holds): an
+    interrupted ``validate``/``test``/``predict``, a run stopped by a configuration or data error
+    before its first step, or a Ctrl-C while a resumed run is still restoring its checkpoint leave
+    every checkpoint as it was.
     Lightning's ``OnExceptionCheckpoint`` is not used: its file is deleted again when a later run
     finishes, and its presence makes every ``fit`` resume implicitly.
     """
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn != TrainerFn.FITTING or trainer.global_step == 0:
+            return
         callback = trainer.checkpoint_callback
         dirpath = getattr(callback, "dirpath", None) or str(Path(trainer.default_root_dir) / "checkpoints")
         name = "last.ckpt" if isinstance(exception, KeyboardInterrupt) else "on_exception.ckpt"
         path = Path(dirpath) / name
-        trainer.save_checkpoint(str(path))
-        rank_zero_info(f"checkpoint written on {type(exception).__name__}: {path}")
+        held = _saved_step(path)
+        if held is not None and held >= trainer.global_step:
+            rank_zero_info(f"{type(exception).__name__}: {path} (step {held}) is up to date; not replaced")
+            return
+        trainer.save_checkpoint(str(path), weights_only=False)
+        rank_zero_info(f"checkpoint written on {type(exception).__name__}: {path} (step {trainer.global_step})")
+
+
+def _saved_step(path: Path) -> int | None:
+    """The ``global_step`` a checkpoint file holds, or None when there is no readable one."""
+    if not path.is_file():
+        return None
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:  # a broken file is no state to protect
+        return None
+    return step if isinstance(step, int) else None
 
 
 class PerceiverCLI(LightningCLI):
@@ -49,6 +80,19 @@ class PerceiverCLI(LightningCLI):
             "checkpoint.save_top_k": -1,
             "checkpoint.filename": "step-{step}",
         })
+        # predict writes its rows to a file (--predictions.path, .format, .top_k); fit/validate/test ignore it.
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    def predict(self, model: pl.LightningModule, **kwargs: Any) -> None:
+        """``trainer.predict`` without keeping the outputs in memory: the :class:`PredictionWriter` has them."""
+        if kwargs.get("return_predictions") is None:
+            kwargs["return_predictions"] = False
+        self.trainer.predict(model, **kwargs)
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        # LightningCLI warns whenever sys.argv holds arguments besides `args`, as it always does here: `args` are
+        # the command line's own arguments after the task name. Parsing is otherwise LightningCLI's.
+        self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
 
     def _parse_ckpt_path(self) -> None:
         # Lightning's own reads the checkpoint safely (torch.load(weights_only=True)) but gives its
@@ -57,21 +101,29 @@ class PerceiverCLI(LightningCLI):
         # task_hyperparameters refuses such values; load_checkpoint names the file in its errors.
         if not self.config.get("subcommand"):
             return
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        config = self.config[self.config.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":  # Lightning resolves it later; the model arguments are needed now
+            ckpt_path = str(self._checkpoint_dir(config) / "last.ckpt")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         hparams = task_hyperparameters(load_checkpoint(ckpt_path, map_location="meta"), ckpt_path)
         if hparams:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
+    @staticmethod
+    def _checkpoint_dir(config: Any) -> Path:
+        # One checkpoint folder per run directory (not per logger version), so that a later
+        # `--ckpt_path last` finds the previous invocation's last.ckpt.
+        dirpath = config.get("checkpoint") is not None and config.checkpoint.get("dirpath")
+        return Path(dirpath or Path(config.trainer.get("default_root_dir") or ".") / "checkpoints")
+
     def before_instantiate_classes(self) -> None:
         # CSV logs by default, under the run's own directory (Lightning would pick TensorBoard).
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.get("default_root_dir") or "."
         if config.get("checkpoint") is not None and not config.checkpoint.get("dirpath"):
-            # One checkpoint folder per run directory (not per logger version), so that a later
-            # `--ckpt_path last` finds the previous invocation's last.ckpt.
-            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+            config.checkpoint.dirpath = str(self._checkpoint_dir(config))
         if config.trainer.get("logger") in (None, True):
             config.trainer.logger = {
                 "class_path": "lightning.pytorch.loggers.CSVLogger",
@@ -81,13 +133,10 @@ class PerceiverCLI(LightningCLI):
 
 def run_task_cli(task: str, argv: list[str]) -> int:
     """Run ``perceiver-io <task> ...``; returns the exit code. Errors end with one line on stderr."""
-    import warnings
-
     from jsonargparse import ArgumentError
 
-    # The default plugin and interrupt callback are fixed parts of every run, not config entries.
-    warnings.filterwarnings("ignore", message=r"(?s).*Unable to serialize instance")
-
+    quiet_known_notices()
+    argv = merge_nested_overrides(argv)
     try:
         PerceiverCLI(
             task_class(task),
@@ -96,7 +145,8 @@ def run_task_cli(task: str, argv: list[str]) -> int:
             args=argv,
             trainer_defaults={"plugins": [SafeCheckpointIO()], "callbacks": [InterruptCheckpoint()]},
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False} if argv and argv[0] not in ("-h", "--help") else None,
+            parser_kwargs={"prog": f"perceiver-io {task}", "description": TASK_HELP[task][0].upper() + TASK_HELP[task][1:],
+                           **({"exit_on_error": False} if argv and argv[0] not in ("-h", "--help") else {})},
         )
     except ArgumentError as e:
         print(f"perceiver-io {task}: config error: {_one_line(str(e))}", file=sys.stderr)
@@ -105,6 +155,71 @@ def run_task_cli(task: str, argv: list[str]) -> int:
         print(f"perceiver-io {task}: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
     return 0
+
+
+_OVERRIDE = re.compile(r"^--model\.overrides\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_.]+)(?:=(.*))?$", re.DOTALL)
+
+
+def merge_nested_overrides(argv: list[str]) -> list[str]:
+    """``--model.overrides.encoder.num_latents 64 --model.overrides.encoder.dropout 0.1`` as one argument per part
+    (``--model.overrides.encoder '{"num_latents": 64, "dropout": 0.1}'``).
+
+    jsonargparse reads a dotted argument below a dict-typed one as a whole new dict for its first key, so the
+    second argument above would drop the first. Values are read as YAML, as jsonargparse reads them.
+    """
+    parts: dict[str, dict[str, Any]] = {}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        match = _OVERRIDE.match(argv[i])
+        if match is None:
+            out.append(argv[i])
+            i += 1
+            continue
+        part, field, value = match.groups()
+        if value is None:
+            if i + 1 >= len(argv):
+                raise ValueError(f"{argv[i]}: expected a value")
+            value, i = argv[i + 1], i + 1
+        i += 1
+        if part not in parts:
+            parts[part] = {}
+            out += [f"--model.overrides.{part}", ""]  # filled in below, at the first mention's place
+        node = parts[part]
+        *path, leaf = field.split(".")
+        for key in path:
+            node = node.setdefault(key, {})
+        node[leaf] = yaml.safe_load(value)
+    for part, fields in parts.items():
+        out[out.index(f"--model.overrides.{part}") + 1] = json.dumps(fields)
+    return out
+
+
+class _DropNotices(logging.Filter):
+    """Drops Lightning's advertising tips (``💡 Tip: ...``), which are not about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_known_notices() -> None:
+    """Silence the known-benign notices of the training commands, each by its exact source and text.
+
+    * Lightning's tips to install its cloud products (logged at INFO by its rank-zero logger);
+    * Lightning's own use of a deprecated torch pytree API (``isinstance(treespec, LeafSpec)``), which it must
+      fix, not the user;
+    * LightningCLI's "Unable to serialize instance" for the fixed plugin and callback every run gets;
+    * the model summary's note that it counts bf16 weights as 32-bit (only its size estimate is affected).
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotices) for f in logger.filters):
+            logger.addFilter(_DropNotices())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            module=r"lightning\.pytorch\.utilities\._pytree")
+    warnings.filterwarnings("ignore", message=r"(?s).*Unable to serialize instance", module=r"jsonargparse")
+    warnings.filterwarnings("ignore", message=r"Precision \S+ is not supported by the model summary",
+                            module=r"lightning\.pytorch\.utilities\.model_summary")
 
 
 def _one_line(message: str) -> str:

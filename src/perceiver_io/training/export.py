@@ -8,11 +8,14 @@ from pathlib import Path
 from torch import nn
 
 from ..serialization import model_component
-from .checkpoint_io import load_checkpoint, task_hyperparameters
-
-TASK_KEY = "perceiver_io_task"
-MODEL_TYPE_KEY = "perceiver_io_model_type"
-MODEL_CONFIG_KEY = "perceiver_io_model_config"
+from .checkpoint_io import (  # noqa: F401 (the keys' historical home)
+    CLASS_NAMES_KEY,
+    MODEL_CONFIG_KEY,
+    MODEL_TYPE_KEY,
+    TASK_KEY,
+    load_checkpoint,
+    task_hyperparameters,
+)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> nn.Module:
@@ -50,4 +53,5 @@ def load_task(checkpoint: str | os.PathLike[str]):  # type: ignore[no-untyped-de
         raise ValueError(f"{path}: not a perceiver-io training checkpoint (task {name!r})")
     task = classes[name](**task_hyperparameters(data, path))
     task.load_state_dict(data["state_dict"], strict=True)
+    task.on_load_checkpoint(data)
     return task

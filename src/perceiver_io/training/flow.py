@@ -47,6 +47,8 @@ class OpticalFlowTask(PerceiverTask):
     :class:`~perceiver_io.training.task.PerceiverTask`.
     """
 
+    prediction_hint = "; write flow images with `perceiver-io flow --model MODEL_DIR FRAME1 FRAME2 --out flow.png`"
+
     model_class = (OpticalFlow, OpticalFlowConv)
 
     def __init__(

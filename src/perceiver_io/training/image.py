@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 import torchmetrics
 
 from ..models.image import ImageClassifier
+from .predictions import classification_records
 from .task import PerceiverTask
 
 
@@ -43,8 +45,12 @@ class ImageClassificationTask(PerceiverTask):
         expected = adapter.image_shape if fixed_size else (adapter.image_shape[0], "H", "W")
         if shape[0] != adapter.image_shape[0] or (fixed_size and shape != adapter.image_shape):
             raise ValueError(f"data: the model takes images of shape {expected}, the data gives {shape}")
-        if getattr(data, "num_classes", classes) != classes:
-            raise ValueError(f"data: the model has {classes} classes, the data has {data.num_classes}")
+        found = getattr(data, "num_classes", None)
+        if found is not None and found != classes:
+            raise ValueError(f"data: the model has {classes} classes, the data has {found} (with a preset: "
+                             f"--model.overrides.num_classes {found}, and --model.init_from to start from trained "
+                             "weights)")
+        self.adopt_class_names(data)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.forward_model(pixel_values)
@@ -76,6 +82,22 @@ class ImageClassificationTask(PerceiverTask):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images).argmax(-1)
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``{"probabilities": [B, K]}`` of a batch of images (a tensor, a tuple whose first entry is the images, or
+        a dict with ``pixel_values``, as :class:`~perceiver_io.data.ImageFolderDataModule` gives for predict)."""
+        if isinstance(batch, dict):
+            images = batch["pixel_values"]
+        else:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return {"probabilities": self(images).float().softmax(-1)}
+
+    def prediction_records(
+        self, outputs: dict[str, torch.Tensor], batch: Any, identifiers: Sequence[str], top_k: int
+    ) -> list[dict[str, Any]]:
+        """One row per image: its id, known label, top-k classes with probabilities (and why it was unreadable)."""
+        targets = errors = None
+        if isinstance(batch, dict):
+            targets, errors = batch.get("target"), batch.get("error")
+        elif isinstance(batch, (tuple, list)) and len(batch) > 1:
+            targets = batch[1] if batch[1].dim() == 1 else None
+        return classification_records(outputs["probabilities"], identifiers, top_k, self.class_names, targets, errors)

@@ -86,6 +86,8 @@ class MaskedLanguageModelingTask(PerceiverTask):
     need whole tensors, and a sharded process holds only slices of them.
     """
 
+    prediction_hint = "; fill masked spans with `perceiver-io fill-mask MODEL_DIR TEXT`"
+
     model_class = MaskedLanguageModel
 
     def __init__(self, *args: Any, decode: str = "masked", **kwargs: Any) -> None:

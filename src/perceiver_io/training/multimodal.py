@@ -69,6 +69,8 @@ class MultimodalAutoencodingTask(PerceiverTask):
         All other arguments: :class:`~perceiver_io.training.task.PerceiverTask`.
     """
 
+    prediction_hint = "; reconstruct clips in Python with MultimodalAutoencodingTask.reconstruct"
+
     model_class = MultimodalAutoencoder
 
     def __init__(

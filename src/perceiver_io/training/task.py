@@ -3,6 +3,7 @@ optimiser recipe, schedules, and the engineering switches (activation checkpoint
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def load_matching_weights(model: nn.Module, directory: str) -> list[str]:
     names of ``model``'s tensors that kept their own initialisation (and says so once, with the skipped ones).
 
     A ``ValueError`` if nothing matches (the wrong directory, most likely)."""
-    from ..serialization import from_pretrained
+    from ..pretrained import from_pretrained
 
     source = from_pretrained(directory).state_dict()
     target = model.state_dict()
@@ -41,6 +42,35 @@ def load_matching_weights(model: nn.Module, directory: str) -> list[str]:
             f"re-initialised: {', '.join(fresh) or 'none'}; not used: {', '.join(unused) or 'none'}"
         )
     return fresh
+
+
+def freeze_parts(model: nn.Module, parts: str | Sequence[str]) -> list[str]:
+    """Freeze the named parts of ``model`` (``"encoder"`` = input adapter + encoder, or any top-level child's name):
+    no gradient for their parameters. Returns the top-level children frozen and says how many parameters still
+    train. Training should run them in evaluation mode (a frozen batch norm keeps its running statistics, fixed
+    features have no dropout): :func:`keep_frozen_in_eval` after ``model.train()``, as
+    :meth:`PerceiverTask.on_train_start` does."""
+    parts = [parts] if isinstance(parts, str) else list(parts)
+    children = dict(model.named_children())
+    choices = sorted(set(children) | ({"encoder"} if "encoder" in children else set()))
+    names: list[str] = []
+    for part in parts:
+        check_choice("freeze", part, choices)
+        names += ["input_adapter", "encoder"] if part == "encoder" and "input_adapter" in children else [part]
+    frozen = list(dict.fromkeys(names))
+    for name in frozen:
+        children[name].requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    rank_zero_info(f"freeze {', '.join(parts)}: {total - trainable:,} of {total:,} parameters frozen, "
+                   f"{trainable:,} train")
+    return frozen
+
+
+def keep_frozen_in_eval(model: nn.Module, frozen: Sequence[str]) -> None:
+    """Put the frozen top-level children of ``model`` back in evaluation mode."""
+    for name in frozen:
+        getattr(model, name).eval()
 
 
 class PerceiverTask(pl.LightningModule):
@@ -69,6 +99,11 @@ class PerceiverTask(pl.LightningModule):
             initialisation (e.g. a new classification head), listed in one message. An official (haiku)
             ``.pickle`` / ``.pystate`` file fills the ``preset``'s model, every weight strictly (one command from
             DeepMind's checkpoint to an evaluation).
+        freeze: parts of the model that keep their weights (no gradient, no update): ``"encoder"`` (everything
+            before the decoder: the input adapter, the latents, the cross-attention and the latent stack; a linear
+            probe of the features when the rest is the head) or any of the model's top-level parts by name
+            (``"input_adapter"``, ``"decoder"``, ...). One name or a list. A weight tied to a frozen part (the MLM's
+            output embedding is its input embedding) is frozen with it.
     """
 
     model_class: type[nn.Module] | tuple[type[nn.Module], ...] = PerceiverIO
@@ -92,6 +127,7 @@ class PerceiverTask(pl.LightningModule):
         activation_checkpointing: bool = False,
         compile: bool = False,
         init_from: str | None = None,
+        freeze: str | list[str] | None = None,
     ) -> None:
         super().__init__()
         check_choice("schedule", schedule, SCHEDULES)
@@ -99,6 +135,8 @@ class PerceiverTask(pl.LightningModule):
         self.save_hyperparameters()
         self.reinitialised: list[str] = []
         """Names of the tensors ``init_from`` could not fill (empty without it)."""
+        self.class_names: list[str] | None = None
+        """The names of the classes (from the training data, kept in checkpoints), for readable predictions."""
         if init_from is not None and model is None and preset is None:
             self.model = self.load_model(init_from)
         else:
@@ -109,6 +147,8 @@ class PerceiverTask(pl.LightningModule):
                 from_haiku(init_from, self.model).train()  # type: ignore[arg-type]
             elif init_from is not None:
                 self.reinitialised = load_matching_weights(self.model, init_from)
+        self.frozen: list[str] = freeze_parts(self.model, freeze) if freeze else []
+        """The model's frozen top-level parts (``freeze``, with ``"encoder"`` spelled out)."""
         if activation_checkpointing:
             if not isinstance(self.model, PerceiverIO):
                 raise ValueError(f"activation_checkpointing: only for Perceiver IO models, not {type(self.model).__name__}")
@@ -117,6 +157,11 @@ class PerceiverTask(pl.LightningModule):
         # so that state_dict() and parameters() list the weights once, as model.*.
         forward_model: nn.Module = torch.compile(self.model) if compile else self.model
         object.__setattr__(self, "forward_model", forward_model)
+
+    def on_train_start(self) -> None:
+        # Lightning put every module in training mode; frozen parts (freeze) run in evaluation mode, and its loops
+        # restore each module's own mode after validation.
+        keep_frozen_in_eval(self.model, self.frozen)
 
     def build_model(
         self, model: dict[str, Any] | None, preset: str | None, overrides: dict[str, Any] | None = None
@@ -136,7 +181,7 @@ class PerceiverTask(pl.LightningModule):
 
     def load_model(self, directory: str) -> nn.Module:
         """The model saved in ``directory``, in training mode; it must be one this task trains."""
-        from ..serialization import from_pretrained
+        from ..pretrained import from_pretrained
 
         if Path(directory).is_file():
             raise ValueError(f"init_from: {directory} is a file; an official checkpoint needs the preset it belongs "
@@ -154,19 +199,45 @@ class PerceiverTask(pl.LightningModule):
             raise ValueError(f"{argument}: this task trains a {names}, {source} a {type(model).__name__}")
         return model
 
+    def adopt_class_names(self, data: Any) -> None:
+        """Take the data module's ``class_names`` (if it has them) as :attr:`class_names`."""
+        names = getattr(data, "class_names", None)
+        if names:
+            self.class_names = [str(n) for n in names]
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from .export import MODEL_CONFIG_KEY, MODEL_TYPE_KEY, TASK_KEY
+        from .export import CLASS_NAMES_KEY, MODEL_CONFIG_KEY, MODEL_TYPE_KEY, TASK_KEY
 
         checkpoint[TASK_KEY] = type(self).__name__
         checkpoint[MODEL_TYPE_KEY] = type(self.model).component_type
         checkpoint[MODEL_CONFIG_KEY] = self.model.config.to_dict()
+        if self.class_names is not None:
+            checkpoint[CLASS_NAMES_KEY] = list(self.class_names)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from .export import TASK_KEY
+        from .export import CLASS_NAMES_KEY, TASK_KEY
 
         task = checkpoint.get(TASK_KEY)
         if task is not None and task != type(self).__name__:
             raise ValueError(f"ckpt_path: the checkpoint is from a {task} run, not a {type(self).__name__} run")
+        names = checkpoint.get(CLASS_NAMES_KEY)
+        if self.class_names is None and isinstance(names, list) and all(isinstance(n, str) for n in names):
+            self.class_names = names
+
+    # ------------------------------------------------------------------------------------------------ predictions
+
+    prediction_hint: str = ""
+    """Appended to the error of a ``predict`` run of a task that writes no prediction file (where to look instead)."""
+
+    def prediction_records(
+        self, outputs: Any, batch: Any, identifiers: Sequence[str], top_k: int
+    ) -> list[dict[str, Any]]:
+        """The rows a :class:`~perceiver_io.training.predictions.PredictionWriter` writes for one predict batch:
+        one JSON-compatible dict per input, starting with ``"id"`` (``identifiers[i]``). Tasks that write
+        predictions override this."""
+        raise NotImplementedError(f"{type(self).__name__} writes no prediction file")
+
+    prediction_records.not_implemented = True  # type: ignore[attr-defined]
 
     def configure_optimizers(self) -> Any:
         h = self.hparams

@@ -240,13 +240,33 @@ class TextClassificationTask(PerceiverTask):
         self._end_of_evaluation("test")
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """``{"task": name, "split": name, "idx": [B], "predictions": [B]}``: class ids (int64), or STS-B's
-        similarity scores (float32, unclipped)."""
+        """``{"task": name, "split": name, "idx": [B], "predictions": [B], "probabilities": [B] or None}``: class ids
+        (int64) and the probability of each, or STS-B's similarity scores (float32, unclipped; no probabilities)."""
         self._require_tasks()
         task, split = self._eval_sets("predict")[dataloader_idx]
         logits = self(batch["input_ids"], batch["attention_mask"], self.model_task_ids(batch, task))
-        return {"task": task, "split": split, "idx": batch["idx"],
-                "predictions": task_predictions(logits, self._num_labels(task))}
+        n = self._num_labels(task)
+        probabilities = None if n == 1 else logits[:, :n].float().softmax(-1).max(-1).values
+        return {"task": task, "split": split, "idx": batch["idx"], "predictions": task_predictions(logits, n),
+                "probabilities": probabilities}
+
+    def prediction_records(self, outputs: dict[str, Any], batch: Any, identifiers: Sequence[str],
+                           top_k: int) -> list[dict[str, Any]]:
+        """One row per example: ``id`` (``task/split/idx``), ``task``, ``split``, ``idx``, ``prediction`` (the
+        label's name, or STS-B's score) and ``probability`` (empty for STS-B)."""
+        task, split = outputs["task"], outputs["split"]
+        names = GLUE_TASKS[task].label_names if task in GLUE_TASKS else ()
+        probabilities = outputs["probabilities"]
+        records = []
+        for row, (idx, value) in enumerate(zip(outputs["idx"].tolist(), outputs["predictions"].tolist())):
+            if probabilities is None:
+                prediction, probability = round(float(value), 6), ""
+            else:
+                prediction = names[value] if value < len(names) else str(value)
+                probability = round(float(probabilities[row]), 6)
+            records.append({"id": f"{task}/{split}/{idx}", "task": task, "split": split, "idx": idx,
+                            "prediction": prediction, "probability": probability})
+        return records
 
     def _require_tasks(self) -> None:
         if not self.data_tasks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ class UnitSetTask(PerceiverTask):
     entities whose highest-scoring entity is their target) and ``{stage}/set_acc``.
     All other arguments: :class:`~perceiver_io.training.task.PerceiverTask`.
     """
+
 
     model_class = (SetPerceiverIO, SetTransformerBaseline)
 
@@ -106,3 +108,13 @@ class UnitSetTask(PerceiverTask):
         out = self(set_inputs(batch), batch["mask"])
         chosen = out.pointer_logits.argmax(-1).masked_fill(~batch["mask"], IGNORE_INDEX)
         return {"target": chosen, "winner": out.set_logits.argmax(-1)}
+
+    def prediction_records(self, outputs: dict[str, torch.Tensor], batch: Any, identifiers: Sequence[str],
+                           top_k: int) -> list[dict[str, Any]]:
+        """One row per set: ``id``, ``winner`` (the predicted set class) and ``targets`` (each entity's chosen
+        entity, in entity order, padding left out, as a space-separated list)."""
+        records = []
+        for identifier, winner, chosen in zip(identifiers, outputs["winner"].tolist(), outputs["target"].tolist()):
+            targets = " ".join(str(t) for t in chosen if t != IGNORE_INDEX)
+            records.append({"id": identifier, "winner": winner, "targets": targets})
+        return records
