@@ -14,7 +14,7 @@ from torch import nn
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
-SCRIPTS = ["attention_cpu", "gemm_bound", "multimodal_tradeoff", "scaling", "unit_sets", "vs_transformers"]
+SCRIPTS = ["attention_cpu", "gemm_bound", "gpu", "multimodal_tradeoff", "scaling", "unit_sets", "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -83,3 +83,20 @@ def test_rows_selection() -> None:
     assert [r["name"] for r in _measure.select_rows(vs_transformers.ROWS, "image-64,mlm-2048")] == ["mlm-2048", "image-64"]
     with pytest.raises(SystemExit, match="unknown"):
         _measure.select_rows(vs_transformers.ROWS, "mlm-4096")
+
+
+def test_gpu_script_runs_its_tiny_rows_on_the_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu.py is ready for a GPU: its shrunken rows build both implementations at equal weights, time a
+    bf16 training step of each and write the table; re-rendering its .json keeps the table."""
+    done = run_script("gpu", "--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--threads", "1",
+                      "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    table = [line for line in (tmp_path / "gpu-tiny.md").read_text().splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1:3] for line in table[1:]] == [
+        [f" {row} ", f" {impl} "] for row in ("imagenet_fourier", "mlm", "optical_flow") for impl in ("ours", "transformers")]
+    again = run_script("gpu", "--from-json", str(tmp_path / "gpu-tiny.json"), "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert [ln for ln in (tmp_path / "again" / "gpu-tiny.md").read_text().splitlines() if ln.startswith("|")] == \
+        [ln for ln in (tmp_path / "gpu-tiny.md").read_text().splitlines() if ln.startswith("|")]
+    refused = run_script("gpu", "--device", "cpu")
+    assert refused.returncode != 0 and "need one (--tiny" in refused.stderr

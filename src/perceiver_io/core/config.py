@@ -45,7 +45,12 @@ class Config:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown config key(s) {unknown}; known keys are {sorted(fields)}")
         hints = typing.get_type_hints(cls)
-        kwargs = {name: _from_jsonable(hints[name], value, f"{cls.__name__}.{name}") for name, value in data.items()}
+        kwargs = {}
+        for name, value in data.items():
+            try:
+                kwargs[name] = _from_jsonable(hints[name], value, f"{cls.__name__}.{name}")
+            except DerivedSizeError as e:  # raised by a nested config: locate it from this one
+                raise e.within(name) from None
         try:
             return cls(**kwargs)
         except TypeError as e:  # a required key is missing
@@ -80,12 +85,16 @@ class DerivedSizeError(ValueError):
     ``path`` locates the field from the top-level config (field names, and keys of dict fields), e.g.
     ``("decoder", "num_latent_channels")``."""
 
-    def __init__(self, path: tuple[str, ...], given: object, derived: object) -> None:
+    def __init__(self, path: tuple[str, ...], given: object, derived: object, message: str | None = None) -> None:
         self.path, self.given, self.derived = path, given, derived
-        super().__init__(
+        super().__init__(message or (
             f"{_dotted(path)}: {given} was given, but the adjacent parts produce {derived}; "
             f"leave it unset (None) to derive it"
-        )
+        ))
+
+    def within(self, field: str) -> DerivedSizeError:
+        """The same error located from the config that holds this one in ``field``."""
+        return DerivedSizeError((field, *self.path), self.given, self.derived, str(self))
 
 
 def with_sizes(config: C, where: str, **sizes: int | None) -> C:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .attention import ACTIVATIONS, CrossAttentionLayer
-from .config import ComponentConfig
+from .config import ComponentConfig, DerivedSizeError
 from .init import linear
 from .position import PositionEncodingConfig, build_position_encoding, check_indices
 from .registry import register
@@ -67,9 +67,10 @@ class DecoderConfig(ComponentConfig):
             if self.num_query_channels is None:
                 self.num_query_channels = self.query.output_channels
             elif self.num_query_channels != self.query.output_channels:
-                raise ValueError(
+                raise DerivedSizeError(
+                    ("num_query_channels",), self.num_query_channels, self.query.output_channels,
                     f"num_query_channels: the query encoding makes {self.query.output_channels} channels, "
-                    f"got num_query_channels={self.num_query_channels}"
+                    f"got num_query_channels={self.num_query_channels}",
                 )
 
     @property
