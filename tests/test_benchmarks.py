@@ -14,7 +14,8 @@ from torch import nn
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
-SCRIPTS = ["attention_cpu", "gemm_bound", "gpu", "multimodal_tradeoff", "scaling", "unit_sets", "vs_transformers"]
+SCRIPTS = ["attention_cpu", "cpu_inference", "gemm_bound", "gpu", "multimodal_tradeoff", "scaling", "unit_sets",
+           "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -100,3 +101,29 @@ def test_gpu_script_runs_its_tiny_rows_on_the_cpu(tmp_path: Path) -> None:
         [ln for ln in (tmp_path / "gpu-tiny.md").read_text().splitlines() if ln.startswith("|")]
     refused = run_script("gpu", "--device", "cpu")
     assert refused.returncode != 0 and "need one (--tiny" in refused.stderr
+
+
+def test_cpu_inference_quick_run_measures_every_implementation(tmp_path: Path) -> None:
+    """benchmarks/cpu_inference.py --quick: the shrunken MLM row under the switches, onnxruntime and transformers at
+    equal weights, with each one's relative error (compile left out here: its compilation alone takes ~10 s; the
+    switch is tested in test_inference.py); --from-json keeps the table; --estimate plans the full run."""
+    done = run_script("cpu_inference", "--quick", "--rows", "mlm", "--impls", "bf16,int8,onnxruntime,transformers",
+                      "--threads", "1", "--repeats", "2", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    md = (tmp_path / "cpu_inference-quick.md").read_text()
+    table = [line.split("|")[1:-1] for line in md.splitlines() if line.startswith("| ")][1:]
+    impls = ["ours fp32 eager", "ours bf16", "ours int8", "onnxruntime fp32", "transformers fp32 eager"]
+    assert [row[0].strip() for row in table] == impls
+    errors = {row[0].strip(): row[4].strip() for row in table}
+    assert errors["ours fp32 eager"] == "reference"
+    bounds = {"ours bf16": 0.05, "ours int8": 0.1, "onnxruntime fp32": 1e-4, "transformers fp32 eager": 1e-4}
+    assert all(float(errors[impl]) <= bound for impl, bound in bounds.items()), errors
+    assert "CPU: " in md and "avx512f" in md and "estimated duration" in md
+    again = run_script("cpu_inference", "--from-json", str(tmp_path / "cpu_inference-quick.json"),
+                       "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert [ln for ln in (tmp_path / "again" / "cpu_inference-quick.md").read_text().splitlines()
+            if ln.startswith("|")] == [ln for ln in md.splitlines() if ln.startswith("|")]
+    estimate = run_script("cpu_inference", "--estimate", "--threads", "1")
+    assert estimate.returncode == 0, estimate.stderr
+    assert "estimated duration:" in estimate.stderr and "optical_flow" in estimate.stderr

@@ -41,6 +41,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> None:
+    if args.onnx:
+        from .convert.onnx import export_onnx, require_onnx
+        from .pretrained import from_pretrained
+
+        try:
+            require_onnx(check=not args.no_check)
+        except ImportError as e:
+            raise SystemExit(f"perceiver-io export: error: {e}") from None
+        report = export_onnx(from_pretrained(args.checkpoint), args.output_dir, check=not args.no_check)
+        print(report.summary())
+        return
+    if args.no_check:
+        raise ValueError("--no-check: applies to --onnx exports only")
     from .training.export import export_checkpoint
 
     model = export_checkpoint(args.checkpoint, args.output_dir)
@@ -110,9 +123,17 @@ def main(argv: list[str] | None = None) -> int:
                          "a Hugging Face Hub id (deepmind/vision-perceiver-conv, ...)")
     convert.add_argument("output_dir", help="directory for config.json + model.safetensors")
     convert.add_argument("--preset", help="haiku only: the preset the checkpoint belongs to")
-    export = sub.add_parser("export", help="export a training checkpoint to the save_pretrained format")
-    export.add_argument("checkpoint", help="a .ckpt written by training")
-    export.add_argument("output_dir", help="directory for config.json + model.safetensors")
+    export = sub.add_parser(
+        "export", help="export a training checkpoint to the save_pretrained format, or a model to ONNX (--onnx)",
+        description="CHECKPOINT OUTPUT_DIR: a training checkpoint to config.json + model.safetensors. --onnx MODEL "
+        "OUT.onnx: an image classifier, masked language model or optical flow model (anything from_pretrained "
+        "reads) to one ONNX file with a dynamic batch axis, run under onnxruntime on another batch size and "
+        "compared with the eager model (prints the largest difference; needs the onnx extra).",
+    )
+    export.add_argument("checkpoint", help="a .ckpt written by training; with --onnx: a model directory or Hub id")
+    export.add_argument("output_dir", help="directory for config.json + model.safetensors; with --onnx: the .onnx file")
+    export.add_argument("--onnx", action="store_true", help="export the model to ONNX (see above)")
+    export.add_argument("--no-check", action="store_true", help="--onnx: skip the onnxruntime check")
     _add_flow_parser(sub)
     from .fill_mask import add_fill_mask_parser
 

@@ -283,7 +283,11 @@ class FourierPositionEncoding(PositionEncoding):
         if not dims:
             raise ValueError("index_dims: this Fourier encoding has no default grid; pass index_dims")
         device, dtype = self._anchor.device, self._anchor.dtype
-        if indices is None:
+        if indices is None and torch.compiler.is_compiling():  # torch.compile and torch.export trace this
+            # No cache: the graph computes the features itself. A tensor stored on the module while tracing is an
+            # unregistered constant to torch.export (it warns), and a changed cache makes torch.compile recompile.
+            enc = self.features(grid_positions(dims, device=device), dims).to(dtype)
+        elif indices is None:
             key = (device, dtype, dims)
             enc = self._cache.get(key)
             if enc is None:
@@ -345,7 +349,10 @@ def check_indices(name: str, indices: torch.Tensor, num_positions: int | None) -
     if indices.numel() == 0:
         # Nothing to decode: an empty output is more likely a bug upstream than a request.
         raise ValueError(f"{name}: expected at least one index, got an empty tensor (pass None to decode every point)")
-    if num_positions is not None and (int(indices.min()) < 0 or int(indices.max()) >= num_positions):
+    # The range check reads values, which an exported graph cannot branch on (torch.export stops at it).
+    if num_positions is not None and not torch.compiler.is_exporting() and (
+        int(indices.min()) < 0 or int(indices.max()) >= num_positions
+    ):
         raise ValueError(
             f"{name}: expected indices in [0, {num_positions}), got values in "
             f"[{int(indices.min())}, {int(indices.max())}]"
