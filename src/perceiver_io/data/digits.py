@@ -7,13 +7,15 @@ Perceiver IO on this set; with ``val_fraction=0`` the training split is the 1,43
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, default_collate
+
+from .generated import ResumableDataLoader
 
 Split = Literal["train", "val", "test"]
 
@@ -159,16 +161,20 @@ class DigitsDataModule(pl.LightningDataModule):
             self.datasets[split] = TensorDataset(pixels[t].contiguous(), targets[t].contiguous())
 
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         collate = None
         if split == "train" and any(self.affine):
             collate = RandomAffineCollate(*self.affine, background=-1.0 if self.normalize else 0.0)
         self.setup()
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, collate_fn=collate)
+        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "num_workers": self.num_workers,
+                                  "persistent_workers": self.num_workers > 0, "collate_fn": collate}
+        if shuffle:
+            return ResumableDataLoader(self.datasets[split], generator=torch.Generator().manual_seed(self.seed),
+                                       **kwargs)
+        return DataLoader(self.datasets[split], **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (the order is fixed by ``seed`` for a fresh DataLoader)."""
+        """Shuffled training batches (the order is fixed by ``seed`` for a fresh DataLoader; resumable mid-epoch:
+        :class:`~perceiver_io.data.generated.ResumableDataLoader`)."""
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -2,7 +2,10 @@
 
 Every run checkpoints every ``checkpoint.every_n_train_steps`` steps and at the end (``last.ckpt``),
 and on an exception or Ctrl-C: standard Lightning ``.ckpt`` files, written atomically and read only
-with ``torch.load(weights_only=True)`` (:class:`SafeCheckpointIO`); ``--ckpt_path last`` resumes.
+with ``torch.load(weights_only=True)`` (:class:`SafeCheckpointIO`); ``--ckpt_path last`` resumes, with the
+random generators' states (:class:`~perceiver_io.training.resume.ExactResume`) and the position in the epoch
+(:class:`~perceiver_io.data.generated.ResumableDataLoader`): a single-process run without loader workers, killed
+(SIGKILL, Ctrl-C) and resumed any number of times, ends with the weights of one never interrupted, bit for bit.
 CSV logging by default (``--trainer.logger`` switches to TensorBoard).
 """
 
@@ -11,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ import yaml
 from . import TASK_HELP, task_class
 from .checkpoint_io import SafeCheckpointIO, load_checkpoint, task_hyperparameters
 from .predictions import PredictionWriter
+from .resume import ExactResume
 
 
 class InterruptCheckpoint(pl.Callback):
@@ -35,6 +41,15 @@ class InterruptCheckpoint(pl.Callback):
     Ctrl-C (``KeyboardInterrupt``) writes ``last.ckpt``, so ``--ckpt_path last`` resumes from the
     interrupted step; any other exception writes ``on_exception.ckpt`` and leaves ``last.ckpt``
     (the last good state) alone. Writes go through the trainer's checkpoint IO (atomic).
+
+    During a single-process ``fit``, Ctrl-C (SIGINT) stops the run at the end of the training step under way, not in
+    the middle of it: an optimiser step cut short leaves some weights updated and others not, and a step half done
+    has drawn random numbers and a batch that its checkpoint would not account for. At a step's end, the checkpoint
+    is exactly what every ``checkpoint.every_n_train_steps`` checkpoint is, and resuming from it continues the run
+    as if it had not stopped (with :class:`~perceiver_io.training.resume.ExactResume` and a
+    :class:`~perceiver_io.data.generated.ResumableDataLoader`). A second Ctrl-C stops at once; its ``last.ckpt`` is
+    written unless it falls inside a training step (forward, backward, optimiser step), and resuming from it need
+    not be exact.
 
     Nothing is written unless the run is a ``fit`` that has made at least one optimiser step, and
     ``last.ckpt`` is only replaced by a newer state (a larger step than the one it holds): an
@@ -45,6 +60,41 @@ class InterruptCheckpoint(pl.Callback):
     finishes, and its presence makes every ``fit`` resume implicitly.
     """
 
+    def __init__(self) -> None:
+        self._previous_handler: Any = None
+        self._stop_requested = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Only the main thread may set signal handlers; DDP ranks would stop at different steps and wait for each
+        # other forever, so they keep Python's (immediate) KeyboardInterrupt.
+        self._stop_requested = False
+        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._request_stop)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        print("\nCtrl-C: stopping at the end of this training step (Ctrl-C again stops at once)", file=sys.stderr,
+              flush=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handler()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        # Only our own: after a KeyboardInterrupt Lightning ignores SIGINT while it shuts down.
+        if self._previous_handler is not None and signal.getsignal(signal.SIGINT) == self._request_stop:
+            signal.signal(signal.SIGINT, self._previous_handler)
+        self._previous_handler = None
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != TrainerFn.FITTING or trainer.global_step == 0:
             return
@@ -52,6 +102,12 @@ class InterruptCheckpoint(pl.Callback):
         dirpath = getattr(callback, "dirpath", None) or str(Path(trainer.default_root_dir) / "checkpoints")
         name = "last.ckpt" if isinstance(exception, KeyboardInterrupt) else "on_exception.ckpt"
         path = Path(dirpath) / name
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        if isinstance(exception, KeyboardInterrupt) and progress.started > progress.processed:
+            # a forced stop inside forward/backward/optimiser step: the weights may be half updated, and last.ckpt
+            # is what --ckpt_path last resumes (on_exception.ckpt, for a look at a failure, is written regardless)
+            rank_zero_info(f"{type(exception).__name__} inside a training step: {path} not written")
+            return
         held = _saved_step(path)
         if held is not None and held >= trainer.global_step:
             rank_zero_info(f"{type(exception).__name__}: {path} (step {held}) is up to date; not replaced")
@@ -143,7 +199,8 @@ def run_task_cli(task: str, argv: list[str]) -> int:
             pl.LightningDataModule,
             subclass_mode_data=True,
             args=argv,
-            trainer_defaults={"plugins": [SafeCheckpointIO()], "callbacks": [InterruptCheckpoint()]},
+            trainer_defaults={"plugins": [SafeCheckpointIO()],
+                              "callbacks": [InterruptCheckpoint(), ExactResume()]},
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": f"perceiver-io {task}", "description": TASK_HELP[task][0].upper() + TASK_HELP[task][1:],
                            **({"exit_on_error": False} if argv and argv[0] not in ("-h", "--help") else {})},
