@@ -150,6 +150,8 @@ def test_model_bad_input_and_composition():
         (dict(num_self_attend_heads=3), r"qk_channels: 8 channels must be divisible by num_heads=3"),
         (dict(activation="swish"), r"activation: expected one of \['gelu_tanh', 'gelu'\], got 'swish'"),
         (dict(cross_attention_shape_for_attn="k"), "cross_attention_shape_for_attn"),
+        (dict(dropout=1.5), r"dropout: expected a dropout rate in \[0, 1\), got 1.5"),
+        (dict(attention_dropout=-0.1), r"attention_dropout: expected a dropout rate in \[0, 1\), got -0.1"),
     ],
 )
 def test_bad_encoder_config(kwargs, pattern):
@@ -168,6 +170,15 @@ def test_bad_decoder_config():
         PerceiverDecoder(DecoderConfig(8, query=None))
     with pytest.raises(ValueError, match=r"query: index_dims \(the output grid\) is required"):
         DecoderConfig(8, query=PositionEncodingConfig("trainable", num_channels=4))
+    with pytest.raises(ValueError, match="^widening_factor: expected a positive int, got 0"):
+        DecoderConfig(8, query=q, widening_factor=0)
+    with pytest.raises(ValueError, match=r"^dropout: expected a dropout rate in \[0, 1\), got True"):
+        DecoderConfig(8, query=q, dropout=True)
+
+
+def test_a_bad_decoder_override_is_named():
+    with pytest.raises(ValueError, match="widening_factor: expected a positive int, got 0"):
+        create_model("language_bytes_small", decoder={"widening_factor": 0})
 
 
 # ----------------------------------------------------------------------------------------------- tiny task models

@@ -280,3 +280,30 @@ def test_help_lists_the_training_commands(capsys):
     out = capsys.readouterr().out
     for task in ("image-classifier", "mlm", "multimodal-autoencoder", "optical-flow", "text-classifier", "unit-sets"):
         assert f"    {task}" in out
+
+
+def test_argument_errors_found_by_the_fuzzer_are_one_line(tmp_path, capsys):
+    """Found by tests/test_fuzz_loading.py: each of these ended in a traceback (Lightning's
+    MisconfigurationException, a YAML parser error, a missing override value, torch's failed allocation, a
+    missing optional package) instead of one error line."""
+    from perceiver_io.training.cli import run_task_cli
+
+    base = ["fit", "--model.preset", "digits_fourier", "--data.class_path", "perceiver_io.data.DigitsDataModule",
+            "--trainer.default_root_dir", str(tmp_path)]
+    cases = [
+        (["--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer or -1"),
+        (["--checkpoint.every_n_train_steps", "-4"], "Invalid value for every_n_train_steps=-4"),
+        (["--model.overrides.encoder.num_latents", "[1"], "--model.overrides.encoder.num_latents: not a YAML value"),
+        (["--model.overrides.encoder.num_latents"], "--model.overrides.encoder.num_latents: expected a value"),
+        (["--model.overrides.encoder.a", "1", "--model.overrides.encoder.a.b", "2"],
+         "--model.overrides.encoder.a.b: a is set to a value"),
+        (["--model.overrides.num_classes", str(10**12)], "out of memory building the run"),
+        (["--model.overrides.encoder.latent_init_scale", "abc"],
+         "EncoderConfig.latent_init_scale: expected a float, got 'abc'"),
+    ]
+    for extra, message in cases:
+        assert run_task_cli("image-classifier", base + extra) == 1, extra
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, extra
+        lines = [line for line in err.splitlines() if line.startswith("perceiver-io image-classifier: ")]
+        assert len(lines) == 1 and message in lines[0], (extra, err)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -120,7 +121,8 @@ def test_a_few_steps_lower_the_loss_bytes(tmp_path):
     before = held_out_loss(task, batch)
     trainer(tmp_path, max_steps=40).fit(task, datamodule=data)
     after = held_out_loss(task, batch)
-    assert after < 0.5 * before, (before, after)
+    # Below a uniform guess over the 262 ids by far (the small presets start near it: embedding std 0.02).
+    assert after < before - 1.0 and after < math.log(262) - 1.0, (before, after)
 
 
 def sentencepiece_data(tmp_path: Path, **kwargs) -> MaskedLanguageModelingDataModule:
@@ -143,7 +145,7 @@ def test_a_few_steps_lower_the_loss_sentencepiece(tmp_path):
     before = held_out_loss(task, batch)
     trainer(tmp_path, max_steps=30).fit(task, datamodule=data)
     after = held_out_loss(task, batch)
-    assert after < 0.5 * before, (before, after)
+    assert after < before - 0.3 and after < math.log(40) - 0.3, (before, after)
 
 
 def _setup_with(task: MaskedLanguageModelingTask, **trainer_attributes) -> None:

@@ -118,3 +118,70 @@ def test_corrupt_and_mismatched_checkpoints_are_named(tmp_path):
         from_haiku(FIXTURES / "image_conv.params.pickle", config, model_class)
     with pytest.raises(ValueError, match="mlm.params.pickle: missing haiku parameter"):
         from_haiku(FIXTURES / "mlm.params.pickle", config, model_class)
+
+
+class _Crafted:
+    """Pickled as numpy's array form with a declared shape, dtype and state numpy itself never writes."""
+
+    def __init__(self, shape, state):
+        self.shape, self.state = shape, state
+
+    def __reduce__(self):
+        return (np.ndarray.__reduce__(np.zeros(0))[0], (np.ndarray, self.shape, b"b"), self.state)
+
+
+def test_arrays_are_admitted_only_numeric_and_no_larger_than_the_file(tmp_path):
+    """Found by tests/test_fuzz_loading.py: an object array filled from a short list crashed numpy (a segfault, not
+    an error), and a declared shape allocated memory the file does not hold."""
+    path = tmp_path / "crafted.pickle"
+    for crafted, why in [
+        (_Crafted((0,), (1, (10**4, 10**4), np.dtype("O"), False, [1, 2])), "dtype object"),
+        (_Crafted((10**6, 10**6), None), r"shape \(1000000, 1000000\)"),
+        (np.array(["a", "b"]), "dtype <U1"),
+    ]:
+        path.write_bytes(pickle.dumps({"m": {"w": crafted}}))
+        with pytest.raises(ValueError, match=f"crafted.pickle: corrupt or not a haiku checkpoint .*{why}"):
+            load_haiku_checkpoint(path)
+
+
+def test_checkpoint_values_of_the_wrong_kind_are_named(tmp_path):
+    """Found by tests/test_fuzz_loading.py: each of these raised a TypeError / ValueError / RuntimeError from numpy
+    or torch that named neither the file nor the parameter, or (complex) loaded with the imaginary part dropped."""
+    params, _ = load_haiku_checkpoint(FIXTURES / "image_learned.params.pickle")
+    model_class, config = FAMILIES["image_learned"]()
+    path = tmp_path / "bad.pickle"
+    linear = "perceiver_encoder/~/cross_attention/attention/linear"
+    cases = [
+        ({"params": params, "state": np.zeros(3)}, "bad.pickle: expected state to be a dict of haiku modules, got "
+                                                   "ndarray"),
+        ({"params": "x"}, "bad.pickle: expected params to be a dict of haiku modules, got str"),
+        ({**params, linear: {**params[linear], "w": params[linear]["w"].astype(np.complex64)}},
+         f"bad.pickle: {linear}/w: expected a real numeric array, got dtype complex64"),
+        ({**params, linear: {**params[linear], "w": params[linear]["w"][None]}},
+         rf"bad.pickle: {linear}/w: expected a 2-D array, got shape \[1, 32, 32\]"),
+        ({**params, linear: {**params[linear], "w": (params[linear]["w"] * 100).astype(np.int64)}},
+         "bad.pickle: checkpoint does not match ImageClassifier: dtype mismatch"),
+    ]
+    for data, message in cases:
+        path.write_bytes(pickle.dumps(data))
+        with pytest.raises(ValueError, match=message):
+            from_haiku(path, config, model_class)
+    path.write_bytes(pickle.dumps(params))
+    with pytest.raises(TypeError, match="preset: expected a preset name, a PerceiverIOConfig or a PerceiverIO model"):
+        from_haiku(path, 3)
+    with pytest.raises(TypeError, match="model_class: expected a PerceiverIO task model class"):
+        from_haiku(path, config, "ImageClassifier")
+
+
+def test_big_endian_and_protocol_2_and_5_checkpoints_load(tmp_path):
+    """Found by tests/test_fuzz_loading.py: big-endian arrays failed in torch.from_numpy, and pickles of protocol 2
+    (bytes as _codecs.encode) and 5 (numpy's _frombuffer, Python 3.14's default) were refused as unsafe."""
+    params, _ = load_haiku_checkpoint(FIXTURES / "image_learned.params.pickle")
+    model_class, config = FAMILIES["image_learned"]()
+    reference = from_haiku(FIXTURES / "image_learned.params.pickle", config, model_class).state_dict()
+    path = tmp_path / "ok.pickle"
+    for protocol, dtype in [(2, "<f4"), (5, "<f4"), (4, ">f4")]:
+        path.write_bytes(pickle.dumps({m: {k: v.astype(dtype) for k, v in leaves.items()}
+                                       for m, leaves in params.items()}, protocol=protocol))
+        loaded = from_haiku(path, config, model_class).state_dict()
+        assert all(torch.equal(loaded[k], reference[k]) for k in reference), (protocol, dtype)

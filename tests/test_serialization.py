@@ -159,3 +159,84 @@ def test_failed_save_leaves_previous_files_intact(tmp_path: Path, image_classifi
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.startswith(".")}[CONFIG_NAME] == before[CONFIG_NAME]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.suffix == ".tmp" and "config" in p.name]
+
+
+def test_a_config_that_does_not_fit_the_weights_is_refused_before_its_model_is_built(tmp_path: Path, monkeypatch,
+                                                                                     image_classifier: PerceiverIO):
+    """Found by tests/test_fuzz_loading.py: the model was built from config.json before its weights were looked at,
+    so a channel count of 10**9 tried to allocate it and a million layers took many minutes to build. The config is
+    now checked against the weights' header on the meta device, and a build that outgrows the file stops early."""
+    import time
+
+    image_classifier.save_pretrained(tmp_path)
+    path = tmp_path / CONFIG_NAME
+    good = json.loads(path.read_text())
+    allocated = []
+    hook = torch.nn.modules.module.register_module_parameter_registration_hook(
+        lambda module, name, p: allocated.append(p.numel()) if p is not None and p.device.type != "meta" else None)
+    try:
+        for field, value in [("num_latent_channels", 3 * 10**8), ("num_self_attends_per_block", 10**6),
+                             ("num_latents", 10**9)]:
+            bad = json.loads(json.dumps(good))
+            bad["config"]["encoder"][field] = value
+            bad["config"]["decoder"]["num_latent_channels"] = None  # derived from the encoder
+            path.write_text(json.dumps(bad))
+            start = time.perf_counter()
+            with pytest.raises(ValueError, match=f"{WEIGHTS_NAME}: weights do not match the config"):
+                from_pretrained(tmp_path)
+            assert time.perf_counter() - start < 20, field
+        assert not allocated
+    finally:
+        hook.remove()
+    path.write_text(json.dumps(good))
+    assert from_pretrained(tmp_path).config == image_classifier.config
+
+
+def test_config_values_of_the_wrong_type_are_named(tmp_path: Path, image_classifier: PerceiverIO):
+    """Found by tests/test_fuzz_loading.py: each of these raised a TypeError, RecursionError or AttributeError from
+    deep inside (or torch's message, naming neither the file nor the field)."""
+    image_classifier.save_pretrained(tmp_path)
+    path = tmp_path / CONFIG_NAME
+    good = json.loads(path.read_text())
+    cases = [
+        (lambda c: c.update(model_type={}), "config.json: model_type: expected a string, got {}"),
+        (lambda c: c.update(format_version="2"), "config.json: format_version: expected an int, got '2'"),
+        (lambda c: c["config"]["encoder"].update(latent_init_scale="x"),
+         "config.json: invalid config: EncoderConfig.latent_init_scale: expected a float, got 'x'"),
+        (lambda c: c["config"]["encoder"].update(num_latents=True),
+         "config.json: invalid config: EncoderConfig.num_latents: expected an int, got True"),
+        (lambda c: c["config"]["input_adapter"].update(image_shape=[3, 8]),
+         r"config.json: invalid config: ImageInputAdapterConfig.image_shape: expected a list of 3, got \[3, 8\]"),
+        (lambda c: c["config"]["encoder"].update(dropout=1.5),
+         r"config.json: invalid config: dropout: expected a dropout rate in \[0, 1\), got 1.5"),
+    ]
+    for change, message in cases:
+        bad = json.loads(json.dumps(good))
+        change(bad)
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=message):
+            from_pretrained(tmp_path)
+    path.write_text("[" * 100_000)
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+        from_pretrained(tmp_path)
+
+
+def test_weights_of_another_kind_or_with_broken_aliases_are_named(tmp_path: Path, image_classifier: PerceiverIO):
+    """Found by tests/test_fuzz_loading.py: complex weights loaded with their imaginary part dropped and integer
+    ones were cast, and an aliases entry that is not a JSON object raised AttributeError / TypeError."""
+    from safetensors.torch import load_file, save_file
+
+    image_classifier.save_pretrained(tmp_path)
+    weights = tmp_path / WEIGHTS_NAME
+    state = load_file(weights)
+    for dtype in (torch.complex64, torch.int64, torch.bool):
+        save_file({**state, "encoder.latents": state["encoder.latents"].to(dtype)}, weights)
+        with pytest.raises(ValueError, match=f"{WEIGHTS_NAME}: weights do not match the config: dtype mismatch "
+                                             rf"\['encoder.latents: file {dtype} vs model torch.float32'\]"):
+            from_pretrained(tmp_path)
+    for aliases in ("[1]", '{"a": [1]}'):
+        save_file(state, weights, metadata={"aliases": aliases})
+        with pytest.raises(ValueError, match=f"{WEIGHTS_NAME}: corrupt metadata: aliases"):
+            from_pretrained(tmp_path)
+    save_file({k: v.half() for k, v in state.items()}, weights)  # another floating dtype converts
+    assert torch.equal(from_pretrained(tmp_path).encoder.latents, state["encoder.latents"].half().float())

@@ -107,7 +107,7 @@ def is_transformers_directory(path: Path) -> bool:
 
     try:
         data = json.loads((path / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and data.get("model_type") == "perceiver"
 

@@ -5,15 +5,20 @@ Files in a model directory:
     model.safetensors  the state dict; tied parameters are stored once (aliases in the metadata)
 
 Both files are written to a temporary name and renamed, so a crash never leaves a half-written
-file. Loading checks every key and shape before touching the model and raises a ``ValueError``
-naming the file on any mismatch, so a model is never half-loaded.
+file. Loading checks every key, shape and dtype before touching the model and raises a ``ValueError``
+naming the file on any mismatch, so a model is never half-loaded; the config is checked against the
+weights file's header on a model built on the meta device first, so a config that does not fit the
+weights never allocates its model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +164,17 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict) or not {"model_type", "config"} <= set(data):
         raise ValueError(f"{path}: expected keys 'model_type' and 'config'")
-    if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {data['format_version']} is newer than this library ({FORMAT_VERSION})")
+    if not isinstance(data["model_type"], str):
+        raise ValueError(f"{path}: model_type: expected a string, got {data['model_type']!r}")
+    version = data.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{path}: format_version: expected an int, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {version} is newer than this library ({FORMAT_VERSION})")
     return data
 
 
@@ -184,6 +196,13 @@ def state_mismatch(
         for k, v in found.items()
         if k in expected and v.shape != expected[k].shape
     ]
+    # A value converts to the model's dtype only within its kind: integers, bools or complex numbers in a floating
+    # weight (or the reverse) are not weights of this model, and a complex one would lose its imaginary part.
+    wrong_kind = [
+        f"{k}: file {v.dtype} vs model {expected[k].dtype}"
+        for k, v in found.items()
+        if k in expected and _dtype_kind(v.dtype) != _dtype_kind(expected[k].dtype)
+    ]
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} key(s) {missing[:5]}")
@@ -191,7 +210,103 @@ def state_mismatch(
         problems.append(f"unexpected {len(unexpected)} key(s) {unexpected[:5]}")
     if mismatched:
         problems.append(f"shape mismatch {mismatched[:5]}")
+    if wrong_kind:
+        problems.append(f"dtype mismatch {wrong_kind[:5]}")
     return problems
+
+
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "floating"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+# safetensors' dtype names (the header) -> torch dtypes; a name missing here is a dtype torch cannot load.
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8,
+    "BOOL": torch.bool, "C64": torch.complex64,
+}
+
+
+def _read_aliases(metadata: dict[str, str], path: Path) -> dict[str, str]:
+    try:
+        aliases = json.loads(metadata.get("aliases", "{}"))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: corrupt or not a safetensors file (aliases: {e})") from None
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise ValueError(f"{path}: corrupt metadata: aliases: expected a JSON object of tensor names, got "
+                         f"{metadata.get('aliases')!r:.100}")
+    return aliases
+
+
+def read_weights_header(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state a safetensors file holds, aliases included, as meta tensors (names, shapes and dtypes from its
+    header; no tensor data is read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            header = {key: (f.get_slice(key).get_shape(), f.get_slice(key).get_dtype()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: corrupt or not a safetensors file ({e})") from None
+    unknown = sorted({dtype for _, dtype in header.values()} - set(_SAFETENSORS_DTYPES))
+    if unknown:
+        raise ValueError(f"{path}: unsupported tensor dtype(s) {unknown}")
+    tensors = {key: torch.empty(shape, dtype=_SAFETENSORS_DTYPES[dtype], device="meta")
+               for key, (shape, dtype) in header.items()}
+    for alias, target in _read_aliases(metadata, path).items():
+        if target in tensors:
+            tensors[alias] = tensors[target]
+    return tensors
+
+
+class _TooManyTensors(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _parameter_budget(limit: int) -> Iterator[None]:
+    """Raise :class:`_TooManyTensors` in this thread once more than ``limit`` parameters are registered: a config
+    with a huge number of layers stops early instead of building them all (even on the meta device)."""
+    owner, count = threading.get_ident(), 0
+
+    def hook(module: nn.Module, name: str, param: Any) -> None:
+        nonlocal count
+        if param is not None and threading.get_ident() == owner:
+            count += 1
+            if count > limit:
+                raise _TooManyTensors
+
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _check_fits(entry: Component, config: Any, directory: Path, header: dict[str, torch.Tensor]) -> None:
+    """Build the model ``config`` describes on the meta device (nothing allocated) and check it against the
+    ``header`` of its weights file; errors name ``config.json`` or the weights file."""
+    make = getattr(entry.module_class, "from_config", entry.module_class)
+    try:
+        with torch.device("meta"), _parameter_budget(2 * len(header) + 1000):
+            skeleton = make(config)
+    except _TooManyTensors:
+        raise ValueError(f"{directory / WEIGHTS_NAME}: weights do not match the config: the config builds far more "
+                         f"than the {len(header)} tensors the file holds") from None
+    except (TypeError, ValueError, RuntimeError, ArithmeticError) as e:  # RuntimeError: a size torch cannot describe
+        message = (str(e).strip().splitlines() or [type(e).__name__])[0]  # torch's own errors add a C++ stack
+        raise ValueError(f"{directory / CONFIG_NAME}: invalid config: {message}") from None
+    problems = state_mismatch(skeleton.state_dict(), header)
+    if problems:
+        raise ValueError(f"{directory / WEIGHTS_NAME}: weights do not match the config: " + "; ".join(problems))
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
@@ -203,10 +318,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
-        aliases: dict[str, str] = json.loads(metadata.get("aliases", "{}"))
-    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise ValueError(f"{path}: corrupt or not a safetensors file ({e})") from None
-    for alias, target in aliases.items():
+    for alias, target in _read_aliases(metadata, path).items():
         if target in tensors:
             tensors[alias] = tensors[target]
     problems = state_mismatch(model.state_dict(), tensors)
@@ -228,6 +342,9 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
         config = entry.config_class.from_dict(data["config"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"{directory / CONFIG_NAME}: invalid config: {e}") from None
+    # The config against the weights' header first, on the meta device: a config that does not fit the file (a
+    # channel count of 10**9, a million layers) is an error before any of its model is allocated.
+    _check_fits(entry, config, directory, read_weights_header(directory / WEIGHTS_NAME))
     model = getattr(entry.module_class, "from_config", entry.module_class)(config)
     load_weights(model, directory / WEIGHTS_NAME)
     return model.to(map_location).eval()

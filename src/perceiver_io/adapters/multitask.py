@@ -247,7 +247,7 @@ def multitask_adapters(
     tokens = {"shared_token": 1, "task_tokens": len(tasks), "task_queries": 0}[method]
     inputs = TaskTokenTextInputAdapterConfig(
         vocab_size=text.vocab_size, max_seq_len=text.max_seq_len, num_channels=text.num_channels,
-        init_scale=text.init_scale, num_task_tokens=tokens,
+        init_scale=text.init_scale, embedding_init_scale=text.embedding_init_scale, num_task_tokens=tokens,
     )
     outputs = MultiTaskClassificationOutputAdapterConfig(
         tasks, PositionEncodingConfig("trainable", num_channels=num_query_channels),

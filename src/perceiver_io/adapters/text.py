@@ -18,16 +18,27 @@ from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter
 
 @dataclass
 class TextInputAdapterConfig(InputAdapterConfig):
-    """Token ids ``[B, L]`` (``L <= max_seq_len``) -> embeddings + learned positions ``[B, L, num_channels]``."""
+    """Token ids ``[B, L]`` (``L <= max_seq_len``) -> embeddings + learned positions ``[B, L, num_channels]``.
+
+    ``init_scale`` is the std of the position table's truncated-normal initialisation and ``embedding_init_scale``
+    that of the token embedding (the official model: 0.02 and 1.0). Both only change how a fresh model starts.
+    With the official 1.0 the embedding outweighs the positions fifty to one after the cross-attention's LayerNorm,
+    so the latents cannot tell positions apart at first; the small CPU presets start the embedding at 0.02, the
+    positions' scale (``models.presets.SMALL_EMBEDDING_INIT_SCALE`` has the measurement).
+    """
 
     vocab_size: int = 262
     max_seq_len: int = 2048
     num_channels: int = 768
     init_scale: float = 0.02
+    embedding_init_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_seq_len", "num_channels"):
             check_positive(name, getattr(self, name))
+        value = self.embedding_init_scale
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"embedding_init_scale: expected a positive number (a std), got {value!r}")
 
     @property
     def num_input_channels(self) -> int:
@@ -40,7 +51,7 @@ class TextInputAdapter(InputAdapter):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.num_channels)
-        trunc_normal_(self.embedding.weight, std=1.0)
+        trunc_normal_(self.embedding.weight, std=config.embedding_init_scale)
         self.position_encoding = TrainablePositionEncoding(config.max_seq_len, config.num_channels, config.init_scale)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,9 @@
 The released files are pickled haiku parameter dicts ``{module_path: {param_name: array}}``
 (``.pystate`` files hold ``{"params", "state"}``, state = BatchNorm averages). They are read with
 a restricted unpickler that admits only dicts, numpy arrays and haiku's ``FlatMapping`` (mapped
-to ``dict``) and refuses every other global, so a checkpoint cannot run code.
+to ``dict``) and refuses every other global, so a checkpoint cannot run code. Arrays are admitted only
+as numpy writes them (an empty array filled from the file's bytes, or protocol 5's buffer) and of a
+numeric dtype, so that no array is larger than the file and none holds Python objects.
 """
 
 from __future__ import annotations
@@ -28,20 +30,68 @@ try:  # numpy >= 2
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("haiku._src.data_structures", "FlatMapping"): dict,
-    ("haiku.data_structures", "FlatMapping"): dict,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # files written with numpy 1.x
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
 Params = dict[str, dict[str, np.ndarray]]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint names a global outside the admitted set (dicts, numpy arrays, FlatMapping)."""
+
+
+def _check_numeric(dtype: Any) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        # Arrays of Python objects in particular: numpy fills them from the file's list without checking its length
+        # (a crash, not an error); a haiku parameter is a plain numeric array.
+        raise pickle.UnpicklingError(f"an array of dtype {dtype} (a haiku parameter is a numeric array)")
+    return dtype
+
+
+class _Array(np.ndarray):
+    """What a checkpoint's ``numpy.ndarray`` names: an array filled from the file's bytes, of a numeric dtype only
+    (turned back into a plain ``np.ndarray`` once read)."""
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) != 5 or not isinstance(state[2], np.dtype):
+            raise pickle.UnpicklingError("a numpy array with a malformed state")
+        _check_numeric(state[2])
+        super().__setstate__(state)
+
+
+def _reconstruct_array(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    # numpy pickles an array as an empty one that __setstate__ fills from the file's bytes: the only form admitted,
+    # so that no array is larger than the data the file holds.
+    if subtype is not _Array or shape != (0,):
+        raise pickle.UnpicklingError(f"a numpy array built as {getattr(subtype, '__name__', subtype)} of shape {shape!r}")
+    return _reconstruct(_Array, (0,), dtype)
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    # numpy's form for pickle protocol 5 (the default from Python 3.14): the array's bytes and its shape
+    return np.frombuffer(buffer, dtype=_check_numeric(dtype)).reshape(shape, order=order).copy()
+
+
+def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
+    # pickle protocol 2 writes bytes (an array's data) as _codecs.encode(text, "latin1"); no other codec is run
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode of {type(text).__name__} with {encoding!r}")
+    return text.encode("latin1")
+
+
+def _type_name(value: Any) -> str:
+    return "ndarray" if isinstance(value, np.ndarray) else type(value).__name__
+
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): _latin1,
+    ("haiku._src.data_structures", "FlatMapping"): dict,
+    ("haiku.data_structures", "FlatMapping"): dict,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_array,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_array,  # files written with numpy 1.x
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): _Array,
+    ("numpy", "dtype"): np.dtype,
+}
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -70,18 +120,33 @@ def load_haiku_checkpoint(path: str | os.PathLike[str]) -> tuple[Params, Params]
     except UnsafeCheckpointError:
         raise
     except Exception as e:  # truncated or not a pickle at all
-        raise ValueError(f"{path}: corrupt or not a haiku checkpoint ({type(e).__name__}: {e})") from None
+        message = " ".join(str(e).split())
+        raise ValueError(f"{path}: corrupt or not a haiku checkpoint ({type(e).__name__}: {message})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a dict of haiku parameters, got {type(data).__name__}")
-    params, state = (data["params"], data.get("state") or {}) if "params" in data else (data, {})
-    for module, leaves in {**params, **state}.items():
-        if not isinstance(leaves, dict) or not all(isinstance(v, np.ndarray) for v in leaves.values()):
-            raise ValueError(f"{path}: entry {module!r} is not a dict of numpy arrays")
+        raise ValueError(f"{path}: expected a dict of haiku parameters, got {_type_name(data)}")
+    params, state = (data["params"], data.get("state")) if "params" in data else (data, None)
+    state = {} if state is None else state
+    for name, value in (("params", params), ("state", state)):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected {name} to be a dict of haiku modules, got {_type_name(value)}")
+    for part in (params, state):
+        for module, leaves in part.items():
+            if not isinstance(leaves, dict) or not all(isinstance(v, np.ndarray) for v in leaves.values()):
+                raise ValueError(f"{path}: entry {module!r} is not a dict of numpy arrays")
+            for leaf, value in leaves.items():
+                if value.dtype.kind not in "biuf":
+                    raise ValueError(f"{path}: {module}/{leaf}: expected a real numeric array, got dtype {value.dtype}")
+                # a plain array of this machine's byte order (torch reads no other)
+                leaves[leaf] = np.asarray(value.view(np.ndarray), dtype=value.dtype.newbyteorder("="))
     return params, state
 
 
 # --------------------------------------------------------------------------------------------------
 # Name mapping: haiku module path -> our parameter names.
+
+
+class _ParameterError(ValueError):
+    """A haiku parameter that cannot be one of ours (its rank)."""
 
 
 class _Reader:
@@ -91,7 +156,7 @@ class _Reader:
         self.params, self.state = params, state
         self.read: set[str] = set()
 
-    def __call__(self, module: str, leaf: str, state: bool = False) -> torch.Tensor:
+    def __call__(self, module: str, leaf: str, state: bool = False, ndim: int | None = None) -> torch.Tensor:
         source = self.state if state else self.params
         try:
             value = source[module][leaf]
@@ -99,19 +164,21 @@ class _Reader:
             raise KeyError(f"{module}/{leaf}" + (" (state)" if state else "")) from None
         if not state:
             self.read.add(f"{module}/{leaf}")
+        if ndim is not None and value.ndim != ndim:
+            raise _ParameterError(f"{module}/{leaf}: expected a {ndim}-D array, got shape {list(value.shape)}")
         return torch.from_numpy(np.ascontiguousarray(value))
 
     def unused(self) -> list[str]:
         return sorted({f"{m}/{leaf}" for m, leaves in self.params.items() for leaf in leaves} - self.read)
 
     def linear(self, hk: str, ours: str) -> dict[str, torch.Tensor]:
-        out = {f"{ours}.weight": self(hk, "w").t().contiguous()}
+        out = {f"{ours}.weight": self(hk, "w", ndim=2).t().contiguous()}
         if "b" in self.params.get(hk, {}):
             out[f"{ours}.bias"] = self(hk, "b")
         return out
 
     def conv(self, hk: str, ours: str) -> dict[str, torch.Tensor]:
-        out = {f"{ours}.weight": self(hk, "w").permute(3, 2, 0, 1).contiguous()}  # HWIO -> OIHW
+        out = {f"{ours}.weight": self(hk, "w", ndim=4).permute(3, 2, 0, 1).contiguous()}  # HWIO -> OIHW
         if "b" in self.params.get(hk, {}):
             out[f"{ours}.bias"] = self(hk, "b")
         return out
@@ -243,14 +310,21 @@ def from_haiku(
     elif isinstance(preset, PerceiverIOConfig):
         if model_class is None:
             raise ValueError("model_class: required when preset is a config")
+        if not (isinstance(model_class, type) and issubclass(model_class, PerceiverIO)):
+            raise TypeError(f"model_class: expected a PerceiverIO task model class, got {model_class!r}")
         model = model_class.from_config(preset)
-    else:
+    elif isinstance(preset, PerceiverIO):
         model = preset
+    else:
+        raise TypeError(f"preset: expected a preset name, a PerceiverIOConfig or a PerceiverIO model, got "
+                        f"{type(preset).__name__}")
     read = _Reader(params, state)
     try:
         tensors = _state_from_haiku(model, read)
     except KeyError as e:
         raise ValueError(f"{path}: missing haiku parameter {e.args[0]} for {type(model).__name__}") from None
+    except _ParameterError as e:
+        raise ValueError(f"{path}: {e}") from None
     expected = model.state_dict()
     problems = state_mismatch(expected, tensors, optional=("num_batches_tracked",), unused=read.unused())
     if problems:

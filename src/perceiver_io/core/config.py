@@ -214,9 +214,21 @@ def _from_jsonable(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(hint)
+        if args and Ellipsis not in args and len(value) != len(args):
+            raise ValueError(f"{where}: expected a list of {len(args)}, got {value!r}")
         elem = args[0] if args else Any
         return tuple(_from_jsonable(elem, v, where) for v in value)
     if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a dict, got {value!r}")
         _, vt = typing.get_args(hint) or (Any, Any)
         return {k: _from_jsonable(vt, v, where) for k, v in value.items()}
+    if (hint in _SCALARS and not isinstance(value, _SCALARS[hint])) or (hint in (int, float) and isinstance(value, bool)):
+        raise ValueError(f"{where}: expected {'an' if hint is int else 'a'} {hint.__name__}, got {value!r}")
+    if hint is int and not -(2**63) <= value < 2**63:  # no size torch can hold
+        raise ValueError(f"{where}: {value} is out of range (a 64-bit int)")
     return value
+
+
+# What a plain field of each type accepts from JSON (a float field takes an int: JSON writes 1.0 as 1 in some tools).
+_SCALARS: dict[Any, type | tuple[type, ...]] = {int: int, float: (int, float), bool: bool, str: str}

@@ -19,7 +19,9 @@ from .config import ComponentConfig, DerivedSizeError
 from .init import linear
 from .position import PositionEncodingConfig, build_position_encoding, check_indices
 from .registry import register
-from .validation import check_choice, check_mask, check_model_input, check_not_empty, check_positive, check_tensor
+from .validation import (
+    check_choice, check_mask, check_model_input, check_not_empty, check_positive, check_probability, check_tensor,
+)
 
 
 def check_latents(latents: torch.Tensor, num_channels: int, decoder: nn.Module) -> torch.Tensor:
@@ -58,7 +60,10 @@ class DecoderConfig(ComponentConfig):
         if self.num_latent_channels is not None:
             check_positive("num_latent_channels", self.num_latent_channels)
         check_positive("num_heads", self.num_heads)
+        check_positive("widening_factor", self.widening_factor)
         check_choice("activation", self.activation, ACTIVATIONS)
+        for name in ("dropout", "attention_dropout"):
+            check_probability(name, getattr(self, name))
         if self.query is not None and self.query.kind == "none":
             self.query = None
         if self.query is not None:

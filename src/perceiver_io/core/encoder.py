@@ -10,7 +10,9 @@ from torch import nn
 from .attention import ACTIVATIONS, CrossAttentionLayer, SelfAttentionLayer
 from .config import Config
 from .init import trunc_normal_
-from .validation import check_choice, check_mask, check_model_input, check_not_empty, check_positive, check_tensor
+from .validation import (
+    check_choice, check_mask, check_model_input, check_not_empty, check_positive, check_probability, check_tensor,
+)
 
 
 @dataclass
@@ -59,6 +61,8 @@ class EncoderConfig(Config):
         check_positive("num_self_attends_per_block", self.num_self_attends_per_block, allow_zero=True)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("cross_attention_shape_for_attn", self.cross_attention_shape_for_attn, ("q", "kv"))
+        for name in ("dropout", "attention_dropout"):
+            check_probability(name, getattr(self, name))
 
 
 class PerceiverEncoder(nn.Module):

@@ -67,6 +67,13 @@ def check_positive(name: str, value: object, *, allow_zero: bool = False) -> Non
         raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} int, got {value!r}")
 
 
+def check_probability(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number in ``[0, 1)`` (a dropout rate)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+    if not ok:
+        raise ValueError(f"{name}: expected a dropout rate in [0, 1), got {value!r}")
+
+
 def check_divisible(name: str, channels: int, num_heads: int) -> None:
     if channels % num_heads:
         raise ValueError(f"{name}: {channels} channels must be divisible by num_heads={num_heads}")

@@ -133,6 +133,19 @@ def glue_multitask_bytes(tasks: dict[str, int] | None = None, method: str = "tas
     return PerceiverIOConfig(inputs, _byte_encoder(dropout=dropout), _byte_decoder(None, dropout=dropout), outputs)
 
 
+SMALL_EMBEDDING_INIT_SCALE = 0.02
+"""The byte embedding's initial std in the small presets (the official models: 1.0). At 1.0 the embedding drowns
+the learned positions (std 0.02) after the cross-attention's LayerNorm, so the latents start blind to where a byte
+is. Measured by copying 32 random letters through ``language_bytes_small(max_seq_len=32, num_latents=32)`` (every
+position supervised, batch 16, AdamW lr 2e-3, 2 threads): 99 % of the letters right after 600 steps with 0.02, 9 %
+after 400 with 1.0 (``tests/test_language_init.py``, a slow test, repeats the 0.02 run)."""
+
+
+def _small_text(max_seq_len: int, vocab_size: int, num_channels: int) -> TextInputAdapterConfig:
+    return TextInputAdapterConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, num_channels=num_channels,
+                                  embedding_init_scale=SMALL_EMBEDDING_INIT_SCALE)
+
+
 def _small_encoder(num_latents: int, num_latent_channels: int, num_self_attends: int, num_heads: int,
                    widening_factor: int, dropout: float) -> EncoderConfig:
     return EncoderConfig(
@@ -160,7 +173,7 @@ def language_bytes_small(
     of ``text_classifier_small`` and ``glue_multitask_small`` (same size arguments)."""
     query = PositionEncodingConfig("trainable", (max_seq_len,), num_channels=num_channels)
     return PerceiverIOConfig(
-        _byte_text(max_seq_len, vocab_size, num_channels),
+        _small_text(max_seq_len, vocab_size, num_channels),
         _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),
         _small_decoder(query, num_channels, num_heads, widening_factor, dropout),
         TiedEmbeddingOutputAdapterConfig(),
@@ -178,7 +191,7 @@ def text_classifier_small(
     672,898 parameters for 2 classes at the defaults."""
     query = PositionEncodingConfig("trainable", (1,), num_channels=num_channels)
     return PerceiverIOConfig(
-        _byte_text(max_seq_len, vocab_size, num_channels),
+        _small_text(max_seq_len, vocab_size, num_channels),
         _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),
         _small_decoder(query, num_channels, num_heads, widening_factor, dropout, num_classes),
         ClassificationOutputAdapterConfig(num_classes),
@@ -196,7 +209,7 @@ def glue_multitask_small(
     eight GLUE tasks); 675,600 parameters for the eight tasks with ``task_queries`` at the defaults
     (674,832 ``shared_token``, 675,728 ``task_tokens``)."""
     inputs, outputs = multitask_adapters(method, GLUE_NUM_LABELS if tasks is None else tasks,
-                                         _byte_text(max_seq_len, vocab_size, num_channels), num_channels)
+                                         _small_text(max_seq_len, vocab_size, num_channels), num_channels)
     return PerceiverIOConfig(
         inputs,
         _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),

@@ -190,10 +190,11 @@ class PerceiverCLI(LightningCLI):
 def run_task_cli(task: str, argv: list[str]) -> int:
     """Run ``perceiver-io <task> ...``; returns the exit code. Errors end with one line on stderr."""
     from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     quiet_known_notices()
-    argv = merge_nested_overrides(argv)
     try:
+        argv = merge_nested_overrides(argv)
         PerceiverCLI(
             task_class(task),
             pl.LightningDataModule,
@@ -208,10 +209,25 @@ def run_task_cli(task: str, argv: list[str]) -> int:
     except ArgumentError as e:
         print(f"perceiver-io {task}: config error: {_one_line(str(e))}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileNotFoundError, TypeError, MisconfigurationException, ImportError) as e:
+        # MisconfigurationException: a Lightning argument out of range (--trainer.max_epochs -5); ImportError: an
+        # option that needs a package not installed (--trainer.accelerator tpu)
         print(f"perceiver-io {task}: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(f"perceiver-io {task}: error: out of memory building the run (a size too large?): {_one_line(str(e))}",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed (an override such as ``num_classes 10**9``)."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
 
 
 _OVERRIDE = re.compile(r"^--model\.overrides\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_.]+)(?:=(.*))?$", re.DOTALL)
@@ -246,7 +262,14 @@ def merge_nested_overrides(argv: list[str]) -> list[str]:
         *path, leaf = field.split(".")
         for key in path:
             node = node.setdefault(key, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ValueError(f"--model.overrides.{part}.{field}: {key} is set to a value, not to fields, by an "
+                                 "earlier argument")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--model.overrides.{part}.{field}: not a YAML value: {value!r} ({_one_line(str(e))})") \
+                from None
     for part, fields in parts.items():
         out[out.index(f"--model.overrides.{part}") + 1] = json.dumps(fields)
     return out
