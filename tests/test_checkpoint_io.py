@@ -229,3 +229,22 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_pat
     assert [p.name for p in last.parent.glob(".last.ckpt.*.tmp")]  # the half-written file, never renamed
     assert main(base + ["--trainer.max_steps", "6", "--ckpt_path", "last"]) == 0
     assert load_checkpoint(last)["global_step"] == 6
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_killed_writes_leftover_is_removed_by_the_next_write_and_a_running_writers_kept(tmp_path):
+    target = tmp_path / "last.ckpt"
+    stale = tmp_path / f".last.ckpt.{_dead_pid()}.0badc0de.tmp"
+    running = tmp_path / f".last.ckpt.{os.getppid()}.0badc0de.tmp"  # a live process: a write in progress
+    other = tmp_path / f".epoch=1.ckpt.{_dead_pid()}.0badc0de.tmp"  # another file's: not this write's business
+    for path in (stale, running, other):
+        path.write_bytes(b"half a checkpoint")
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}}, target)
+    assert not stale.exists() and running.exists() and other.exists()
+    assert torch.equal(load_checkpoint(target)["state_dict"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, running.name, other.name])

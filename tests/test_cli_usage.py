@@ -307,3 +307,29 @@ def test_argument_errors_found_by_the_fuzzer_are_one_line(tmp_path, capsys):
         assert "Traceback" not in err, extra
         lines = [line for line in err.splitlines() if line.startswith("perceiver-io image-classifier: ")]
         assert len(lines) == 1 and message in lines[0], (extra, err)
+
+
+def test_convert_of_a_pickle_that_would_run_code_is_one_line(tmp_path, capfd):
+    import pickle
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    source = tmp_path / "evil.pickle"
+    source.write_bytes(pickle.dumps({"params": RunsCode()}))
+    assert main(["convert", "--from", "haiku", "--preset", "imagenet_conv", str(source), str(tmp_path / "out")]) == 1
+    err = capfd.readouterr().err
+    assert err.startswith("perceiver-io convert: error: ") and "refusing to load global" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "out").exists()
+
+
+def test_label_smoothing_out_of_range_is_one_line(capfd):
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected a number in \[0, 1\], got 2"):
+        ImageClassificationTask(preset="digits_fourier", label_smoothing=2)
+    config = str(Path(__file__).parents[1] / "configs" / "image_classifier" / "digits.yaml")
+    assert main(["image-classifier", "fit", "--config", config,
+                 "--model.label_smoothing", "2", "--trainer.max_steps", "1"]) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "label_smoothing: expected a number in [0, 1], got 2" in err

@@ -240,3 +240,36 @@ def test_weights_of_another_kind_or_with_broken_aliases_are_named(tmp_path: Path
             from_pretrained(tmp_path)
     save_file({k: v.half() for k, v in state.items()}, weights)  # another floating dtype converts
     assert torch.equal(from_pretrained(tmp_path).encoder.latents, state["encoder.latents"].half().float())
+
+
+def test_save_pretrained_removes_a_killed_writes_leftovers(tmp_path):
+    import subprocess
+    import sys
+
+    from perceiver_io import create_model
+    from perceiver_io.serialization import save_pretrained
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    tmp_path.mkdir(exist_ok=True)
+    leftovers = [tmp_path / f".model.safetensors.{process.pid}.12345678.tmp",
+                 tmp_path / f".config.json.{process.pid}.abcdefgh.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    save_pretrained(create_model("digits_fourier"), tmp_path)
+    assert not any(p.exists() for p in leftovers)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unknown_top_level_keys_of_config_json_are_named(tmp_path):
+    import json
+
+    from perceiver_io import create_model, from_pretrained
+    from perceiver_io.serialization import save_pretrained
+
+    save_pretrained(create_model("digits_fourier"), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["num_lantents"] = 64  # a typo meant for the model's config
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: unknown key\(s\) \['num_lantents'\]"):
+        from_pretrained(tmp_path)

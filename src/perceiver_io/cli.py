@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from pathlib import Path
 
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             from .pipelines.command import run_predict
 
             return run_predict(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileNotFoundError, TypeError, pickle.UnpicklingError) as e:
+        # UnpicklingError: a checkpoint refused as unsafe (convert.haiku.UnsafeCheckpointError) or corrupt
         print(f"perceiver-io {args.command}: error: {e}", file=sys.stderr)
         return 1
     return 0

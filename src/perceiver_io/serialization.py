@@ -14,8 +14,10 @@ weights never allocates its model.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import secrets
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -49,7 +51,8 @@ def model_component(model_type: str) -> Component:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); give it the permissions open() would (0666 less the umask).
         umask = os.umask(0)
@@ -63,6 +66,36 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temporary_name(path: Path) -> Path:
+    """Where a write of ``path`` goes before its rename: ``.{name}.{pid}.{random}.tmp`` in the same directory (the
+    pid lets a later write tell a killed writer's leftover from a write in progress)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files of ``path`` (``.{name}.{pid}.*.tmp``) that a killed write left behind: those whose
+    writer process is no longer running. Files of running processes, this one included, are kept. Returns the
+    removed paths."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process / not a pid: leave its file alone
+        return True
+    return True
 
 
 def _split_aliases(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -90,9 +123,14 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], *, sour
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     unique, aliases = _split_aliases(model.state_dict())
-    weights_tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_file(unique, str(weights_tmp), metadata={"aliases": json.dumps(aliases), "model_type": model_type})
-    os.replace(weights_tmp, directory / WEIGHTS_NAME)
+    remove_stale_temporaries(directory / WEIGHTS_NAME)
+    weights_tmp = temporary_name(directory / WEIGHTS_NAME)
+    try:
+        save_file(unique, str(weights_tmp), metadata={"aliases": json.dumps(aliases), "model_type": model_type})
+        os.replace(weights_tmp, directory / WEIGHTS_NAME)
+    except BaseException:
+        weights_tmp.unlink(missing_ok=True)
+        raise
     config: dict[str, Any] = {"model_type": model_type, "format_version": FORMAT_VERSION,
                               "config": model.config.to_dict()}  # type: ignore[attr-defined]
     if source is not None:
@@ -104,6 +142,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], *, sour
     return directory
 
 
+CONFIG_KEYS = frozenset({"model_type", "format_version", "config", "source"})
+"""The top-level keys of ``config.json`` (``source``: where the weights came from, optional)."""
 CARD_NAME = "README.md"
 CARD_MARK = "<!-- written by perceiver-io-torch save_pretrained -->"
 
@@ -168,6 +208,9 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict) or not {"model_type", "config"} <= set(data):
         raise ValueError(f"{path}: expected keys 'model_type' and 'config'")
+    unknown = sorted(set(data) - CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; a model's config.json holds {sorted(CONFIG_KEYS)}")
     if not isinstance(data["model_type"], str):
         raise ValueError(f"{path}: model_type: expected a string, got {data['model_type']!r}")
     version = data.get("format_version", FORMAT_VERSION)

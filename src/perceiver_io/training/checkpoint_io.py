@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,8 @@ import yaml
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..serialization import remove_stale_temporaries, temporary_name
 
 __all__ = ["SafeCheckpointIO", "load_checkpoint", "task_hyperparameters"]
 
@@ -49,7 +50,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)  # remote: fsspec transaction
         target = Path(local)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        remove_stale_temporaries(target)  # a killed write's leftover
+        tmp = temporary_name(target)
         try:
             with open(tmp, "xb") as f:  # mode 0o666 less the umask, as torch.save
                 torch.save(checkpoint, f)

@@ -25,6 +25,9 @@ class ImageClassificationTask(PerceiverTask):
     model_class = ImageClassifier
 
     def __init__(self, *args: Any, label_smoothing: float = 0.1, **kwargs: Any) -> None:
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0 <= label_smoothing <= 1:
+            raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing!r}")
         super().__init__(*args, **kwargs)
         self.label_smoothing = label_smoothing
         num_classes = self.model.output_adapter.config.num_classes
