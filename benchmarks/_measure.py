@@ -18,9 +18,8 @@ transformers builder, ``--rows``, progress and the ``results/NAME.{md,json}`` fi
   one of at least 0.2 s (``/proc/stat`` ticks are 10 ms) with more than 0.3 such cores is disturbed.
 """
 
-from __future__ import annotations
-
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -64,13 +63,10 @@ def start_peak() -> tuple[int, bool]:
     """Free and trim the heap, then (RSS now, whether the kernel's peak-RSS counter was reset; if not,
     the peak is the lifetime one)."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        Path("/proc/self/clear_refs").write_text("5")
         return rss_bytes(), True
     except OSError:
         return rss_bytes(), False
@@ -101,6 +97,23 @@ def load(c0: tuple[float, float, float], c1: tuple[float, float, float], wall: f
 def timer(fn: Callable[[], Any]) -> timeit.Timer:
     """``timer(fn).timeit(1)``: seconds of one call of ``fn`` (result dropped at once); ``.repeat(k, 1)``: k of them."""
     return timeit.Timer(fn, "gc.enable()")
+
+
+def timed(fn: Callable[[], Any]) -> dict[str, float]:
+    """One call of ``fn`` timed: seconds ``s``, and the ``own_cores`` and ``other_cores`` (with steal) meanwhile."""
+    c0 = cpu_counters()
+    seconds = timer(fn).timeit(1)
+    own, other, steal = load(c0, cpu_counters(), seconds)
+    return {"s": seconds, "own_cores": own, "other_cores": other + steal}
+
+
+def peak_memory(fn: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """``fn()`` and the peak RSS above the RSS before it (after :func:`start_peak`), with both readings."""
+    before, was_reset = start_peak()
+    value = fn()
+    peak = peak_rss_bytes()
+    return value, dict(rss_before_bytes=before, peak_rss_bytes=peak, extra_bytes=max(0, peak - before),
+                       peak_was_reset=was_reset)
 
 
 def run_worker(script: str, spec: dict, options: dict, timeout_s: float, fixed_malloc: bool = True) -> dict:
@@ -257,9 +270,11 @@ def arg_parser(doc: str, row_timeout: float = 0.0, quick: str = "",
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None, render: Callable[[dict], str],
-          measure: Callable[[dict], dict] | None = None, options: tuple[str, ...] = ()) -> argparse.Namespace | None:
-    """Parse the options; run a ``--worker`` or a ``--from-json`` re-render (then None). ``args.o``: the
-    ``options`` (with ``mem_cap_bytes``, ``default_malloc``, ``threads``, and ``quick`` when there) as a dict."""
+          measure: Callable[[dict], dict] | None = None, options: tuple[str, ...] = (),
+          defaults: dict[str, tuple[Any, Any]] | None = None) -> argparse.Namespace | None:
+    """Parse the options; run a ``--worker`` or a ``--from-json`` re-render (then None). ``defaults``: option ->
+    (full, ``--quick``) value where it is left None. ``args.o``: the ``options`` (with ``mem_cap_bytes``,
+    ``default_malloc``, ``threads``, and ``quick`` when there) as a dict."""
     args = parser.parse_args(argv)
     if getattr(args, "worker", None):
         return worker_main(measure, args.worker)  # type: ignore[arg-type,func-returns-value]
@@ -268,6 +283,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, render: Calla
         return finish(args.out, args.from_json.stem, raw, render)  # type: ignore[func-returns-value]
     if getattr(args, "repeats", 1) < 1:
         raise SystemExit(f"--repeats: expected at least 1, got {args.repeats}")
+    for key, (full, quick) in (defaults or {}).items():
+        setattr(args, key, (quick if args.quick else full) if getattr(args, key) is None else getattr(args, key))
     if hasattr(args, "mem_cap_gib"):
         args.mem_cap_bytes = int(args.mem_cap_gib * 2**30 if args.mem_cap_gib else 0.8 * mem_available_bytes())
         options = ("quick", *options, "row_timeout_s", "mem_cap_bytes", "default_malloc", "threads")
@@ -289,3 +306,17 @@ def finish(out_dir: Path, stem: str, raw: dict[str, Any], render: Callable[[dict
     (out_dir / f"{stem}.md").write_text(markdown + "\n")
     (out_dir / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
     progress(f"wrote {out_dir / (stem + '.md')} and {out_dir / (stem + '.json')}")
+
+
+def fit(build: Callable[[], tuple[Any, Any]], progress_bar: bool = False) -> tuple[Any, Any, float]:
+    """Seed, ``task, data = build()``, one epoch of Lightning training on the CPU (no logger, checkpoints or
+    validation): the task, the data and the training seconds."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(SEED, verbose=False)
+    task, data = build()
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=progress_bar, limit_val_batches=0)
+    start = time.perf_counter()
+    trainer.fit(task, datamodule=data)
+    return task, data, time.perf_counter() - start

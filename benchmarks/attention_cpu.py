@@ -6,13 +6,8 @@ SDPA (default backend choice: flash where the head sizes are equal, else the mat
 :func:`perceiver_io.core.attention.unfused_attention`, 2 threads, each timed by :func:`_measure.autorange`
 (at most ``--max-run-time`` s; median per run; the paths take turns to go first). Lower ``unfused / SDPA`` =
 the plain path is faster; it stores the ``[B, H, Nq, Nk]`` scores, the flash kernel does not, so the policy
-keeps SDPA where it is about as fast.
-
-Usage: ``.venv/bin/python benchmarks/attention_cpu.py [--rows mlm-self,mlm-cross]`` (about a minute);
-writes ``<out>/attention_cpu.{md,json}``.
+keeps SDPA where it is about as fast. About a minute (``--rows mlm-self,mlm-cross``: fewer shapes).
 """
-
-from __future__ import annotations
 
 from functools import partial
 from typing import Any, Callable
@@ -85,11 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = m.arg_parser(__doc__, rows="comma-separated shapes (default: all): " + ",".join(s["name"] for s in SHAPES))
     parser.add_argument("--max-run-time", type=float, default=10.0,
                         help="seconds at most per path and cell (default 10; fewer when the spread is small)")
-    if (args := m.parse(parser, argv, render)) is None:
-        return
-    env = m.environment(args.threads)
-    rows = measure(m.select_rows(SHAPES, args.rows), args.threads, args.max_run_time)
-    m.finish(args.out, "attention_cpu", {"environment": env, "method": METHOD, "rows": rows}, render)
+    if args := m.parse(parser, argv, render):  # the environment at the start, then the rows
+        m.finish(args.out, "attention_cpu", {"environment": m.environment(args.threads), "method": METHOD,
+                                             "rows": measure(m.select_rows(SHAPES, args.rows), args.threads,
+                                                             args.max_run_time)}, render)
 
 
 if __name__ == "__main__":

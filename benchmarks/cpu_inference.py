@@ -256,13 +256,6 @@ def relative_error(got: Any, ref: Any) -> float:
                for g, r in zip(got, ref))
 
 
-def timed(fn: Callable[[], Any]) -> dict[str, float]:
-    c0 = m.cpu_counters()
-    seconds = m.timer(fn).timeit(1)
-    own, other, steal = m.load(c0, m.cpu_counters(), seconds)
-    return {"s": seconds, "own_cores": own, "other_cores": other + steal}
-
-
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker: build the row's implementations, their first calls (setup time, relative error), timed rounds."""
     row, impls, threads = spec["row"], spec["impls"], spec["threads"]
@@ -293,7 +286,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         k = r = 1
         while r <= k:  # round 1 sizes k
             for impl in names[(r - 1) % len(names):] + names[: (r - 1) % len(names)]:
-                runs[impl].append(dict(timed(runners[impl]), round=r))
+                runs[impl].append(dict(m.timed(runners[impl]), round=r))
             if r == 1:
                 per_round = sum(runs[i][0]["s"] for i in names)
                 k = rounds(spec["repeats"], spec["row_budget_s"], per_round)

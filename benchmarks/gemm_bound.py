@@ -15,12 +15,9 @@ each row of ``benchmarks/vs_transformers.py`` (same models, equal weights, input
    products. Both use the smaller GEMM work of the two implementations.
 
 ``lowest ratio`` = bound / transformers' step: no fp32 implementation of this arithmetic on this machine can
-have a smaller ours/transformers ratio; the issue's target (1.5x faster) needs <= 0.667. Usage:
-``.venv/bin/python benchmarks/gemm_bound.py [--rows mlm-512,image-64] [--repeats 3]`` (about 10 minutes on 2
-cores, the multimodal row most of it). Writes ``<out>/gemm_bound.{md,json}``.
+have a smaller ours/transformers ratio; the issue's target (1.5x faster) needs <= 0.667. About 10 minutes on 2
+cores, the multimodal row most of it.
 """
-
-from __future__ import annotations
 
 import math
 import statistics
@@ -44,8 +41,7 @@ IMPLS = (vt.OURS, vt.HF)
 
 
 class GemmCall:
-    """One recorded GEMM: the operator, its arguments (tensors as ("tensor", size, stride, dtype)), FLOPs
-    (2 * m * k * n, times the batch for bmm/baddbmm) and wall time inside the step."""
+    """One recorded GEMM: operator, arguments (tensors as ("tensor", size, stride, dtype)), FLOPs, wall time."""
 
     def __init__(self, op: str, args: tuple, seconds: float = 0.0) -> None:
         a, b = (args[1], args[2]) if op in ("addmm", "baddbmm") else (args[0], args[1])
@@ -201,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
                           rows="comma-separated row names (default: all rows of vs_transformers.py)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per row (default 3; fewer past --budget)")
     parser.add_argument("--budget", type=float, default=90.0, help="seconds of timed rounds per row (default 90)")
-    if (args := m.parse(parser, argv, render)) is None:
+    if not (args := m.parse(parser, argv, render)):
         return
     rows = m.select_rows(vt.QUICK_ROWS if args.quick else vt.ROWS, args.rows)
     torch.set_num_threads(args.threads)

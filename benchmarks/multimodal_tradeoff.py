@@ -8,15 +8,10 @@ latents on synthetic clips, label hidden for half of the training examples), tra
 and audio PSNR of the full (chunked) reconstruction and the label accuracy. Every other setting is the demo's; the
 video and audio weights stay 1.
 
-Usage: ``.venv/bin/python benchmarks/multimodal_tradeoff.py`` (2 threads; about 8 minutes on 2 cores);
-``--quick``: 5 steps per weight (a smoke test). Writes ``<out>/multimodal_tradeoff.{md,json}``
-(``multimodal_tradeoff-quick.*``).
+About 8 minutes on 2 cores (2 threads); ``--quick``: 5 steps per weight (a smoke test).
 """
 
-from __future__ import annotations
-
 import copy
-import time
 from typing import Any
 
 import _measure as m
@@ -26,24 +21,20 @@ DEFAULT_WEIGHTS = "0,0.01,0.1,1,10"
 
 
 def train_and_evaluate(label_weight: float, steps: int, eval_clips: int) -> dict[str, Any]:
-    import lightning.pytorch as pl
     import torch
 
     from perceiver_io.data import SyntheticClipsDataModule
     from perceiver_io.demo.multimodal import MULTIMODAL_DATA, MULTIMODAL_TASK
     from perceiver_io.training.multimodal import MultimodalAutoencodingTask, psnr
 
-    pl.seed_everything(SEED, verbose=False)
-    data_args = {**MULTIMODAL_DATA, "num_test": eval_clips}
-    data = SyntheticClipsDataModule(seed=SEED, num_train=steps * data_args["batch_size"], **data_args)
-    task_args = copy.deepcopy(MULTIMODAL_TASK)
-    task_args["loss_weights"] = {**task_args["loss_weights"], "label": label_weight}
-    task = MultimodalAutoencodingTask(**task_args)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, enable_progress_bar=False, limit_val_batches=0)
-    start = time.perf_counter()
-    trainer.fit(task, datamodule=data)
-    seconds = time.perf_counter() - start
+    def build() -> tuple[Any, Any]:
+        data_args = {**MULTIMODAL_DATA, "num_test": eval_clips}
+        task_args = copy.deepcopy(MULTIMODAL_TASK)
+        task_args["loss_weights"] = {**task_args["loss_weights"], "label": label_weight}
+        data = SyntheticClipsDataModule(seed=SEED, num_train=steps * data_args["batch_size"], **data_args)
+        return MultimodalAutoencodingTask(**task_args), data
+
+    task, data, seconds = m.fit(build)
     data.setup("test")
     task.eval()
     outputs: dict[str, list[torch.Tensor]] = {"image": [], "audio": []}
@@ -82,19 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help=f"label-loss weights (default {DEFAULT_WEIGHTS})")
     parser.add_argument("--steps", type=int, default=None, help="training steps per weight (default 600; --quick 5)")
     parser.add_argument("--eval-clips", type=int, default=None, help="held-out clips (default 128; --quick 16)")
-    args = m.parse(parser, argv, render, options=("quick", "weights", "steps", "eval_clips"))
-    if args is None:
+    if not (args := m.parse(parser, argv, render, options=("quick", "weights", "steps", "eval_clips"),
+                            defaults={"steps": (600, 5), "eval_clips": (128, 16)})):
         return
     import torch
 
     torch.set_num_threads(args.threads)
-    for key, full, quick in (("steps", 600, 5), ("eval_clips", 128, 16)):
-        if getattr(args, key) is None:
-            setattr(args, key, quick if args.quick else full)
-        args.o[key] = getattr(args, key)
-    weights = [float(w) for w in args.weights.split(",")]
     raw: dict[str, Any] = {"env": m.environment(args.threads), "options": args.o, "rows": []}
-    for weight in weights:
+    for weight in [float(w) for w in args.weights.split(",")]:
         progress(f"label weight {weight:g}: training {args.steps} steps ...")
         raw["rows"].append(train_and_evaluate(weight, args.steps, args.eval_clips))
         progress(f"  {raw['rows'][-1]}")

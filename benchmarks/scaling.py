@@ -2,8 +2,8 @@
 
 (a) Encoder, ``PerceiverEncoder``, over M = 1k ... 64k inputs of width 261 with a latent stack reduced for the
     CPU (see :data:`ENCODER_SETTINGS`), batch 1. Peer: transformers' ``PerceiverModel`` (no pre-processor or
-    decoder) at the same configuration with equal weights, copied through
-    ``perceiver_io.convert.transformers_names``; a check at M = 1k reports the largest difference.
+    decoder) at the same configuration with equal weights, copied through ``perceiver_io.convert.transformers_names``;
+    a check at M = 1k reports the largest difference.
 (b) Decoder, ``PerceiverDecoder`` with Fourier queries over a (16, 256, 256) grid, latents 256 x 512, batch 1,
     over O = 1k ... 1M queries (the first O flat indices as ``subsampled_output_points``), decoded with
     ``chunk_size=65536``. Peer: the same decoder one shot. Target: the chunked 1M decode peaks at most 1.5x
@@ -13,12 +13,9 @@ Every (size, implementation) row runs in a fresh worker process (method: ``bench
 threads, under ``torch.inference_mode()``: build, a primer forward of 16 inputs or queries, then
 :func:`_measure.autorange` of the forward (at least 1 s, at most ``--row-budget`` s): median time; memory =
 peak RSS - RSS before the warm-up. Rows during which other work took more than 0.3 cores are marked ``*``.
-After "n/a (memory)" or "n/a (time)" the larger sizes of that implementation are skipped. Usage:
-``.venv/bin/python benchmarks/scaling.py`` (5-8 minutes on 2 cores; ``--quick``: encoder <= 8k, decoder <=
-64k). Writes ``<out>/scaling.{md,json}`` (``scaling-quick.*`` with ``--quick``).
+After "n/a (memory)" or "n/a (time)" the larger sizes of that implementation are skipped. 5-8 minutes on 2 cores
+(``--quick``: encoder <= 8k, decoder <= 64k).
 """
-
-from __future__ import annotations
 
 import time
 from typing import Any
@@ -43,15 +40,15 @@ def measure_forward(forward: Any, budget_s: float) -> dict[str, Any]:
     meanwhile, of ``forward()``."""
     import torch
 
-    before, was_reset = m.start_peak()
-    c0, start = m.cpu_counters(), time.perf_counter()
-    timed = m.autorange(forward, torch.get_num_threads(), budget_s, min_run_time=1.0)
-    wall = time.perf_counter() - start
-    own, other, steal = m.load(c0, m.cpu_counters(), wall)
-    peak = m.peak_rss_bytes()
-    return dict(median_s=timed.median, times_s=timed.times, runs=len(timed.times) * timed.number_per_run, wall_s=wall,
-                rss_before_bytes=before, peak_rss_bytes=peak, extra_bytes=max(0, peak - before),
-                peak_was_reset=was_reset, own_cores=own, other_cores=other, steal_cores=steal)
+    def timed() -> tuple[Any, float, tuple[float, float, float]]:
+        c0, start = m.cpu_counters(), time.perf_counter()
+        t = m.autorange(forward, torch.get_num_threads(), budget_s, min_run_time=1.0)
+        wall = time.perf_counter() - start
+        return t, wall, m.load(c0, m.cpu_counters(), wall)
+
+    (t, wall, (own, other, steal)), memory = m.peak_memory(timed)
+    return dict(median_s=t.median, times_s=t.times, runs=len(t.times) * t.number_per_run, wall_s=wall, **memory,
+                own_cores=own, other_cores=other, steal_cores=steal)
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -265,10 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = m.arg_parser(__doc__, 300.0, quick="encoder up to 8k, decoder up to 64k (smoke check)", rows="")
     parser.add_argument("--row-budget", dest="row_budget_s", type=float, default=40.0,
                         help="seconds of timed forwards per row at most (default 40)")
-    if (args := m.parse(parser, argv, render, measure, ("row_budget_s",))) is None:
+    if not (args := m.parse(parser, argv, render, measure, ("row_budget_s",))):
         return
-    started, o = time.monotonic(), args.o
-    env = m.environment(args.threads)
+    started, o, env = time.monotonic(), args.o, m.environment(args.threads)
     progress("[check] equal-weights check (encoder, M=1k) ...")
     check = m.run_worker(__file__, {"part": "check"}, o, o["row_timeout_s"])
     progress(f"[check] {check['result'] if check['status'] == 'ok' else na(check, True)}")

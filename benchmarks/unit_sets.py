@@ -14,14 +14,10 @@ about 1.08 M parameters each), on the unit-set environment of ``perceiver_io.dat
     exactly n units each: pointer accuracy (share of units whose top-scoring unit is their true target) and set
     accuracy (skirmish winner).
 
-The ratio columns are Transformer / Perceiver IO, measured in the same run. Usage:
-``.venv/bin/python benchmarks/unit_sets.py`` (2 threads; about 40 minutes on 2 cores, most of it training);
-``--quick``: tiny models, 20 steps (a smoke test). Writes ``<out>/unit_sets.{md,json}`` (``unit_sets-quick.*``).
+The ratio columns are Transformer / Perceiver IO, measured in the same run. About 40 minutes on 2 cores (2 threads),
+most of it training; ``--quick``: tiny models, 20 steps (a smoke test).
 """
 
-from __future__ import annotations
-
-import time
 from typing import Any
 
 import _measure as m
@@ -37,10 +33,10 @@ QUICK_OVERRIDES = {"perceiver": dict(num_channels=32, num_latents=8, num_self_at
                    "transformer": dict(num_channels=32, num_layers=2, num_heads=2)}
 
 
-def _batch(units: int, batch_size: int, split: str = "test", seed: int = SEED) -> dict[str, Any]:
+def _batch(units: int, batch_size: int) -> dict[str, Any]:
     from perceiver_io.data.unit_sets import UnitSetDataset, collate_unit_sets
 
-    dataset = UnitSetDataset(batch_size, units, units, seed=seed, split=split)  # type: ignore[arg-type]
+    dataset = UnitSetDataset(batch_size, units, units, seed=SEED, split="test")
     return collate_unit_sets([dataset[i] for i in range(batch_size)])
 
 
@@ -72,20 +68,16 @@ def measure_cost(model: Any, units: int, batch_size: int, budget_s: float, threa
 
 
 def train(name: str, overrides: dict[str, Any], steps: int, batch_size: int) -> tuple[Any, float]:
-    import lightning.pytorch as pl
-
     from perceiver_io.data import UnitSetsDataModule
     from perceiver_io.training.unit_sets import UnitSetTask
 
-    pl.seed_everything(SEED, verbose=False)
-    data = UnitSetsDataModule(min_units=TRAIN_UNITS[0], max_units=TRAIN_UNITS[1], batch_size=batch_size,
-                              num_train=steps * batch_size, num_val=batch_size, seed=SEED)
-    task = UnitSetTask(preset=MODELS[name][1], overrides=overrides, **OPTIMIZATION)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, limit_val_batches=0, enable_progress_bar=True)
-    start = time.perf_counter()
-    trainer.fit(task, datamodule=data)
-    return task.model.eval(), time.perf_counter() - start
+    def build() -> tuple[Any, Any]:
+        data = UnitSetsDataModule(min_units=TRAIN_UNITS[0], max_units=TRAIN_UNITS[1], batch_size=batch_size,
+                                  num_train=steps * batch_size, num_val=batch_size, seed=SEED)
+        return UnitSetTask(preset=MODELS[name][1], overrides=overrides, **OPTIMIZATION), data
+
+    task, _, seconds = m.fit(build, progress_bar=True)
+    return task.model.eval(), seconds
 
 
 def evaluate(model: Any, units: int, scenes: int, batch_size: int) -> dict[str, float]:
@@ -117,17 +109,15 @@ def run(args: Any) -> dict[str, Any]:
     for name, (label, preset) in MODELS.items():
         overrides = QUICK_OVERRIDES[name] if args.quick else {}
         torch.manual_seed(SEED)
-        fresh = create_model(preset, **overrides)
-        raw["models"][name] = {"label": label, "preset": preset, "overrides": overrides,
-                               "parameters": sum(p.numel() for p in fresh.parameters())}
+        info = raw["models"][name] = {"label": label, "preset": preset, "overrides": overrides, "parameters": sum(
+            p.numel() for p in create_model(preset, **overrides).parameters())}
         progress(f"{label}: training {args.steps} steps ...")
         models[name], seconds = train(name, overrides, args.steps, args.batch_size)
-        raw["models"][name]["train_seconds"] = round(seconds, 1)
-        raw["models"][name]["cost"] = {}
+        info.update(train_seconds=round(seconds, 1), cost={})
         for units in UNITS:
             progress(f"{label}: cost at {units} units ...")
             torch.manual_seed(SEED)
-            raw["models"][name]["cost"][str(units)] = measure_cost(
+            info["cost"][str(units)] = measure_cost(
                 create_model(preset, **overrides), units, args.batch_size, args.row_budget, args.threads)
     for units in UNITS:
         row: dict[str, Any] = {"units": units}
@@ -151,19 +141,13 @@ def render(raw: dict[str, Any]) -> str:
              f"{o['batch_size']} sets of n units (median); FLOPs: forward, one set, counted", ""]
     header = ["units", "model", "pointer accuracy", "set accuracy", "MFLOPs / example", "ms / training step",
               "FLOPs ratio", "time ratio"]
-    rows = []
-    for row in raw["rows"]:
-        p, t = row["perceiver"], row["transformer"]
-        for name in ("perceiver", "transformer"):
-            r = row[name]
-            ratio = name == "transformer"
-            rows.append([str(row["units"]), models[name]["label"], f"{100 * r['pointer_accuracy']:.1f}%",
-                         f"{100 * r['set_accuracy']:.1f}%", f"{r['flops_per_example'] / 1e6:,.0f}",
-                         f"{1000 * r['step_s']:,.0f}",
-                         f"{t['flops_per_example'] / p['flops_per_example']:.2f}x" if ratio else "1",
-                         f"{t['step_s'] / p['step_s']:.2f}x" if ratio else "1"])
-    lines.append(m.markdown_table(header, rows))
-    return "\n".join(lines)
+    rows = [[str(row["units"]), models[name]["label"], f"{100 * r['pointer_accuracy']:.1f}%",
+             f"{100 * r['set_accuracy']:.1f}%", f"{r['flops_per_example'] / 1e6:,.0f}", f"{1000 * r['step_s']:,.0f}",
+             f"{t['flops_per_example'] / p['flops_per_example']:.2f}x" if name == "transformer" else "1",
+             f"{t['step_s'] / p['step_s']:.2f}x" if name == "transformer" else "1"]
+            for row in raw["rows"] for p, t in [(row["perceiver"], row["transformer"])] for name, r in
+            (("perceiver", p), ("transformer", t))]
+    return "\n".join([*lines, m.markdown_table(header, rows)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,14 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="sets per batch (default 16)")
     parser.add_argument("--eval-scenes", type=int, default=None, help="test scenes per size (default 256; --quick 16)")
     parser.add_argument("--row-budget", type=float, default=None, help="max seconds timing one step row (default 10)")
-    args = m.parse(parser, argv, render, options=("quick", "steps", "batch_size", "eval_scenes", "row_budget"))
-    if args is None:
-        return
-    for key, full, quick in (("steps", 1500, 20), ("eval_scenes", 256, 16), ("row_budget", 10.0, 1.0)):
-        if getattr(args, key) is None:
-            setattr(args, key, quick if args.quick else full)
-        args.o[key] = getattr(args, key)
-    m.finish(args.out, "unit_sets-quick" if args.quick else "unit_sets", run(args), render)
+    if args := m.parse(parser, argv, render, options=("quick", "steps", "batch_size", "eval_scenes", "row_budget"),
+                       defaults={"steps": (1500, 20), "eval_scenes": (256, 16), "row_budget": (10.0, 1.0)}):
+        m.finish(args.out, "unit_sets-quick" if args.quick else "unit_sets", run(args), render)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@ Each row builds a transformers head with seeded random weights and converts it w
 ``forward``: eval, ``torch.inference_mode()``. ``fwd+bwd``: train mode (dropout 0), loss = sum over the outputs of
 ``mean(output ** 2)``, backward; gradients set to None after each step, outside the timed region. Rows: ``mlm-2048``
 (transformers decodes all 2048 position queries, ours the 512 that exist), ``mlm-512`` (equal work), ``image-64``,
-``multimodal-200k`` (ours one shot, "ours chunked" = the same forward with ``output_chunk_size=65536``,
-transformers); see ``row_description``.
+``multimodal-200k`` (ours one shot, "ours chunked" = with ``output_chunk_size=65536``, transformers).
 
 * Memory (method: ``benchmarks/_measure.py``): one fresh worker per (row, implementation, mode): build, one primer
   step (the multimodal row's with 16 video and 4 audio points), then one full step; memory = peak RSS - RSS
@@ -19,12 +18,9 @@ transformers); see ``row_description``.
   none was undisturbed).
 * Targets (the project's issue): fwd+bwd time ratio <= 0.667 and peak memory ratio <= 1.0 (forward: memory only).
 
-``--precision bf16``: forward and loss of both under CPU bf16 autocast. ``--profile ROWS`` instead writes a
-``torch.profiler`` breakdown of one fwd+bwd step per implementation. About 20 minutes on 2 cores (``--quick``: tiny
-rows, 3-5 minutes). Writes ``<out>/vs_transformers{-quick}{-bf16}.{md,json}``.
+``--precision bf16``: forward and loss of both under CPU bf16 autocast (``*-bf16.*``). ``--profile ROWS`` instead writes
+a ``torch.profiler`` breakdown of one fwd+bwd step per implementation. About 20 minutes on 2 cores (``--quick``: 3-5).
 """
-
-from __future__ import annotations
 
 import statistics
 import time
@@ -162,12 +158,10 @@ def step(case: Case, impl: str, mode: str, inputs: Any) -> None:
 
 
 def timed_step(case: Case, impl: str, mode: str, inputs: Any) -> dict[str, float]:
-    """One step timed (seconds, own and other cores meanwhile); gradients set to None afterwards."""
-    c0 = m.cpu_counters()
-    seconds = m.timer(lambda: step(case, impl, mode, inputs)).timeit(1)
-    own, other, steal = m.load(c0, m.cpu_counters(), seconds)
+    """One step timed (:func:`_measure.timed`); gradients set to None afterwards."""
+    timed = m.timed(lambda: step(case, impl, mode, inputs))
     case.models[impl].zero_grad(set_to_none=True)
-    return {"s": seconds, "own_cores": own, "other_cores": other + steal}
+    return timed
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -179,11 +173,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         impl, mode = spec["impl"], spec["mode"]
         case = set_mode(build_case(spec["row"], [impl]), mode)
         primer_s = timed_step(case, impl, mode, case.primer_inputs)["s"]
-        before, was_reset = m.start_peak()
-        step_s = m.timer(lambda: step(case, impl, mode, case.inputs)).timeit(1)
-        peak = m.peak_rss_bytes()
-        return dict(rss_before_bytes=before, peak_rss_bytes=peak, extra_bytes=max(0, peak - before),
-                    peak_was_reset=was_reset, step_s=step_s, primer_s=primer_s)
+        step_s, memory = m.peak_memory(lambda: m.timer(lambda: step(case, impl, mode, case.inputs)).timeit(1))
+        return dict(memory, step_s=step_s, primer_s=primer_s)
     case = set_mode(build_case(spec["row"], sorted({i for impls in spec["impls"].values() for i in impls})), "forward")
     result: dict[str, Any] = {"max_abs_diff": {}, "modes": {}}
     if HF in case.run:  # largest |ours - transformers| over the outputs of the primer inputs
@@ -450,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", metavar="ROWS",
                         help="profile one fwd+bwd step per implementation of the comma-separated ROWS instead")
     parser.add_argument("--profile-threads", type=int, help="torch threads for --profile (default --threads)")
-    if (args := m.parse(parser, argv, render, measure, ("repeats", "mode_budget_s"))) is None:
+    if not (args := m.parse(parser, argv, render, measure, ("repeats", "mode_budget_s"))):
         return
     rows = [dict(row, precision=args.precision) if args.precision != "fp32" else row
             for row in (QUICK_ROWS if args.quick else ROWS)]
@@ -458,8 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile:
         return profile(m.select_rows(rows, args.profile, "--profile"), args.out / f"{stem}.profile.txt",
                        args.profile_threads or args.threads)
-    started, o = time.monotonic(), args.o
-    env = dict(m.environment(args.threads), precision=args.precision)
+    started, o, env = time.monotonic(), args.o, dict(m.environment(args.threads), precision=args.precision)
     results = [run_row(row, o) for row in m.select_rows(rows, args.rows)]
     m.finish(args.out, stem, dict(environment=env, options=o, rows=results, wall_s=time.monotonic() - started), render)
 
