@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .attention import ACTIVATIONS, CrossAttentionLayer, SelfAttentionLayer
+from .chunked_attention import check_chunk_size, chunked_cross_attend
 from .config import Config
 from .init import trunc_normal_
 from .validation import (
@@ -70,6 +71,17 @@ class PerceiverEncoder(nn.Module):
 
     One cross-attention (latents attend to inputs) followed by ``num_blocks`` repetitions of
     ``num_self_attends_per_block`` self-attention layers whose weights are shared across blocks.
+
+    Two memory switches, attributes rather than config fields (a saved model does not change):
+
+    * ``gradient_checkpointing = True``: recompute the latent self-attention stack in the backward (training only).
+    * ``input_chunk_size = n`` (a positive int; None = off, the default): every cross-attention over the inputs
+      runs over chunks of ``n`` input positions, flash-attention style
+      (:class:`~perceiver_io.core.chunked_attention.ChunkedInputAttention`), in forward and backward. It never
+      holds ``LayerNorm(inputs)``, k, v ``[B, M, channels]`` or the probabilities ``[B, heads, N, M]`` for all M
+      at once, which dominate a training step's memory at large M (ImageNet pixels). Same results up to rounding;
+      costs about one more pass over the inputs in the backward. Not with attention dropout in training
+      (``ValueError``).
     """
 
     def __init__(self, config: EncoderConfig) -> None:
@@ -114,6 +126,16 @@ class PerceiverEncoder(nn.Module):
             for _ in range(c.num_self_attends_per_block)
         )
         self.gradient_checkpointing = False
+        self.input_chunk_size = None
+
+    @property
+    def input_chunk_size(self) -> int | None:
+        """Input positions per chunk of the cross-attention over the inputs; None (default) = all at once."""
+        return self.__dict__.get("_input_chunk_size")  # an encoder pickled before the switch existed has none
+
+    @input_chunk_size.setter
+    def input_chunk_size(self, value: int | None) -> None:
+        self._input_chunk_size = check_chunk_size("input_chunk_size", value)
 
     def _cross_attend_for_block(self, block: int) -> CrossAttentionLayer | None:
         if block == 0:
@@ -152,7 +174,9 @@ class PerceiverEncoder(nn.Module):
         z = self.latents.expand(inputs.shape[0], -1, -1)
         for block in range(c.num_blocks):
             cross_attend = self._cross_attend_for_block(block)
-            if cross_attend is not None:
+            if cross_attend is not None and self.input_chunk_size is not None:
+                z = chunked_cross_attend(cross_attend, z, inputs, input_mask, self.input_chunk_size)
+            elif cross_attend is not None:
                 z = cross_attend(z, inputs, input_mask)
             for layer in self.self_attends:
                 if self.gradient_checkpointing and self.training:

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
+from ..core.chunked_attention import check_chunk_size
 from ..core.validation import check_choice
 from ..models.factory import model_config
 from ..perceiver import PerceiverIO, PerceiverIOConfig
@@ -91,6 +92,11 @@ class PerceiverTask(pl.LightningModule):
             ``"constant"``; stepped every optimiser step. ``warmup_fraction`` (of all steps) is used
             when ``warmup_steps`` is 0.
         activation_checkpointing: recompute the latent self-attention stack in the backward pass.
+        input_chunk_size: compute the encoder's cross-attention over the inputs in chunks of this many input
+            positions, flash-attention style, in forward and backward (``PerceiverEncoder.input_chunk_size``):
+            the inputs' LayerNorm, keys, values and attention probabilities are never held for all positions at
+            once, which bounds the peak memory at large inputs (ImageNet pixels). Same results up to rounding.
+            None (default): all positions at once. Not with ``attention_dropout > 0`` in the encoder.
         compile: ``torch.compile`` the model.
         init_from: start from the weights of a saved model (a ``save_pretrained`` directory: ours, an exported
             checkpoint, or a converted official or transformers model). Alone (no ``model``/``preset``) it is the
@@ -125,6 +131,7 @@ class PerceiverTask(pl.LightningModule):
         warmup_steps: int = 0,
         warmup_fraction: float = 0.0,
         activation_checkpointing: bool = False,
+        input_chunk_size: int | None = None,
         compile: bool = False,
         init_from: str | None = None,
         freeze: str | list[str] | None = None,
@@ -153,10 +160,23 @@ class PerceiverTask(pl.LightningModule):
             if not isinstance(self.model, PerceiverIO):
                 raise ValueError(f"activation_checkpointing: only for Perceiver IO models, not {type(self.model).__name__}")
             self.model.encoder.gradient_checkpointing = True
+        if input_chunk_size is not None:
+            self.set_input_chunk_size(input_chunk_size)
         # The compiled wrapper holds self.model again: keep it out of the module tree (plain attribute),
         # so that state_dict() and parameters() list the weights once, as model.*.
         forward_model: nn.Module = torch.compile(self.model) if compile else self.model
         object.__setattr__(self, "forward_model", forward_model)
+
+    def set_input_chunk_size(self, chunk_size: int) -> None:
+        """Switch the encoder's chunked input cross-attention on (``input_chunk_size``), checked before training."""
+        check_chunk_size("input_chunk_size", chunk_size)
+        if not isinstance(self.model, PerceiverIO):
+            raise ValueError(f"input_chunk_size: only for Perceiver IO models, not {type(self.model).__name__}")
+        dropout = self.model.encoder.config.attention_dropout
+        if dropout > 0:
+            raise ValueError(f"input_chunk_size: the chunked input cross-attention has no attention dropout, and the "
+                             f"encoder has attention_dropout={dropout}; set one of them to None / 0")
+        self.model.encoder.input_chunk_size = chunk_size
 
     def on_train_start(self) -> None:
         # Lightning put every module in training mode; frozen parts (freeze) run in evaluation mode, and its loops
