@@ -3,6 +3,7 @@ rests on it), each script's command line, and that the reports keep the committe
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,8 @@ from torch import nn
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
-SCRIPTS = ["attention_cpu", "cpu_inference", "gemm_bound", "gpu", "multimodal_tradeoff", "scaling", "unit_sets",
-           "vs_transformers"]
+SCRIPTS = ["attention_cpu", "cpu_inference", "gemm_bound", "gpu", "multimodal_tradeoff", "scaling", "step_memory",
+           "unit_sets", "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -63,8 +64,8 @@ def test_help(name: str) -> None:
     assert "--out" in done.stdout and "--from-json" in done.stdout
 
 
-@pytest.mark.parametrize("stem", ["attention_cpu", "gemm_bound", "multimodal_tradeoff", "scaling", "unit_sets", "vs_transformers",
-                                  "vs_transformers-bf16"])
+@pytest.mark.parametrize("stem", ["attention_cpu", "gemm_bound", "multimodal_tradeoff", "scaling", "step_memory", "unit_sets",
+                                  "vs_transformers", "vs_transformers-bf16"])
 def test_report_of_committed_results_keeps_their_tables(stem: str, tmp_path: Path) -> None:
     """Re-rendering a committed .json gives the committed .md's tables, cell for cell (README quotes them)."""
     done = run_script(stem.split("-")[0], "--from-json", str(BENCHMARKS / "results" / f"{stem}.json"), "--out", str(tmp_path))
@@ -127,3 +128,23 @@ def test_cpu_inference_quick_run_measures_every_implementation(tmp_path: Path) -
     estimate = run_script("cpu_inference", "--estimate", "--threads", "1")
     assert estimate.returncode == 0, estimate.stderr
     assert "estimated duration:" in estimate.stderr and "optical_flow" in estimate.stderr
+
+
+def test_step_memory_quick_rows_compute_the_same_loss_and_keep_their_table(tmp_path: Path) -> None:
+    """benchmarks/step_memory.py --quick: transformers and ours with both memory switches, at equal weights, give the
+    same loss; every row measured; --from-json keeps the table."""
+    rows = "transformers-fp32,ours-fp32,ours+both-fp32"
+    done = run_script("step_memory", "--quick", "--rows", rows, "--threads", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    raw = json.loads((tmp_path / "step_memory-quick.json").read_text())
+    assert [r["name"] for r in raw["rows"]] == rows.split(",") and all(r["status"] == "ok" for r in raw["rows"])
+    losses = [r["result"]["loss"] for r in raw["rows"]]
+    assert max(losses) - min(losses) <= 1e-4 * max(1.0, abs(losses[0])), losses
+    md = (tmp_path / "step_memory-quick.md").read_text()
+    assert [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:] == \
+        ["transformers", "ours", "ours+both"]
+    again = run_script("step_memory", "--from-json", str(tmp_path / "step_memory-quick.json"), "--out",
+                       str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert [ln for ln in (tmp_path / "again" / "step_memory-quick.md").read_text().splitlines()
+            if ln.startswith("|")] == [ln for ln in md.splitlines() if ln.startswith("|")]
