@@ -128,6 +128,50 @@ def test_chunked_decode_backpropagates():
     torch.testing.assert_close(g1, z.grad, rtol=1e-5, atol=1e-5)
 
 
+def saved_bytes(step) -> int:
+    """Bytes of the tensors autograd keeps for the backward while ``step()`` runs its forward (each storage once:
+    every chunk's checkpoint keeps the same latents)."""
+    kept: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept[(t.untyped_storage().data_ptr(), t.storage_offset())] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = step()
+    return sum(kept.values()), out
+
+
+def test_chunked_decode_with_gradients_recomputes_each_chunk():
+    """Under autograd each chunk is checkpointed: the kept tensors do not grow with the number of queries (one
+    shot keeps every query's activations), and the parameters' gradients equal the one-shot decode's."""
+    torch.manual_seed(0)
+    q = PositionEncodingConfig("fourier", (64, 64), num_bands=8)
+    dec = PerceiverDecoder(DecoderConfig(16, query=q, num_output_channels=3, num_heads=2, dropout=0.1)).train()
+    z = torch.randn(2, 4, 16, requires_grad=True)
+    kept = {}
+    for points in (256, 4096):
+        idx = torch.arange(points)
+        kept[points], _ = saved_bytes(lambda: dec(z, subsampled_output_points=idx, chunk_size=128))
+    one_shot, _ = saved_bytes(lambda: dec(z, subsampled_output_points=torch.arange(4096)))
+    assert kept[4096] < 1.2 * kept[256] and one_shot > 20 * kept[4096], (kept, one_shot)
+
+    grads = []
+    for chunk_size in (None, 100):
+        torch.manual_seed(1)  # the same dropout masks: the recomputation replays the RNG
+        dec.zero_grad()
+        z.grad = None
+        if chunk_size is None:
+            out = torch.cat([dec(z, subsampled_output_points=torch.arange(s, min(s + 100, 4096)))
+                             for s in range(0, 4096, 100)], dim=1)
+        else:
+            out = dec(z, subsampled_output_points=torch.arange(4096), chunk_size=chunk_size)
+        out.square().sum().backward()
+        grads.append([z.grad.clone(), *(p.grad.clone() for p in dec.parameters() if p.grad is not None)])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_activation_checkpointing_gives_identical_gradients():
     enc = encoder().train()
     x = torch.randn(2, 9, 5)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .attention import ACTIVATIONS, CrossAttentionLayer
@@ -150,7 +151,8 @@ class PerceiverDecoder(nn.Module):
             subsampled_output_points: flat indices ``[O]`` into the output grid: decode only these
                 points (positions by the official rule ``-1 + 2 idx / dim``).
             chunk_size: decode at most this many queries at a time; the result equals the
-                one-shot decode, with memory bounded by the chunk instead of ``O``.
+                one-shot decode, with memory bounded by the chunk instead of ``O`` (with gradients
+                on too: each chunk is recomputed in the backward, see :meth:`decode_in_chunks`).
         """
         c = self.config
         latents = check_latents(latents, c.num_latent_channels, self)  # type: ignore[arg-type]
@@ -202,18 +204,29 @@ class PerceiverDecoder(nn.Module):
     ) -> torch.Tensor:
         """Decode ``total`` queries, ``chunk_size`` at a time: ``make_queries(start, end)`` gives the
         queries ``[B, end - start, C_q]`` of a chunk; ``project`` (per query, e.g. a task's output
-        Linear) is applied to each chunk before it is stored. Returns ``[B, total, C]``."""
+        Linear) is applied to each chunk before it is stored. Returns ``[B, total, C]``.
+
+        With gradients on, each chunk is checkpointed: its queries and activations are recomputed in
+        the backward instead of kept, so training-time memory is bounded by one chunk plus the
+        outputs, as in inference (at the cost of decoding each chunk twice)."""
         if chunk_size >= total:
             out = self.decode_queries(make_queries(0, total), latents, query_mask)
             return project(out) if project is not None else out
+
+        def decode_chunk(start: int, end: int, latents: torch.Tensor) -> torch.Tensor:
+            mask = None if query_mask is None else query_mask[:, start:end]
+            chunk = self.decode_queries(make_queries(start, end), latents, mask)
+            return project(chunk) if project is not None else chunk
+
+        recompute = torch.is_grad_enabled()
         # Written into one preallocated tensor: a list + cat would hold the outputs twice.
         out: torch.Tensor | None = None
         for start in range(0, total, chunk_size):
             end = min(start + chunk_size, total)
-            mask = None if query_mask is None else query_mask[:, start:end]
-            chunk = self.decode_queries(make_queries(start, end), latents, mask)
-            if project is not None:
-                chunk = project(chunk)
+            if recompute:  # non-reentrant checkpoint: the RNG state is replayed, so dropout masks match
+                chunk = torch.utils.checkpoint.checkpoint(decode_chunk, start, end, latents, use_reentrant=False)
+            else:
+                chunk = decode_chunk(start, end, latents)
             if out is None:
                 out = chunk.new_empty(chunk.shape[0], total, chunk.shape[2])
             out[:, start:end] = chunk
