@@ -221,18 +221,27 @@ def with_header(header: dict[str, Any], body: bytes) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + body
 
 
+BROKEN_FILE_KINDS = ("truncate", "random", "empty")
+
+
+def broken_file(draw: Draw, kind: str, data: bytes, max_random: int) -> bytes:
+    """A file's bytes ``data`` cut short (``truncate``), replaced by up to ``max_random`` random bytes (``random``)
+    or by nothing (``empty``)."""
+    if kind == "truncate":
+        return data[: draw(st.integers(0, len(data) - 1))]
+    if kind == "random":
+        rng = np.random.default_rng(draw(st.integers(0, 99)))
+        return bytes(rng.integers(0, 256, draw(st.integers(1, max_random)), dtype=np.uint8))
+    return b""
+
+
 def mutate_weights(draw: Draw, tensors: dict[str, torch.Tensor], metadata: dict[str, str], data: bytes) -> Any:
     """New weights-file bytes, or None to delete the file, or "dir"."""
     how = draw.choose("tensor", "tensor", "tensor", "header", "header", "bytes", "metadata")
     if how == "bytes":
         kind = draw.choose("truncate", "random", "empty", "prefix", "flip")
-        if kind == "truncate":
-            return data[: draw(st.integers(0, len(data) - 1))]
-        if kind == "random":
-            return bytes(np.random.default_rng(draw(st.integers(0, 99))).integers(0, 256, draw(st.integers(1, 4096)),
-                                                                                  dtype=np.uint8))
-        if kind == "empty":
-            return b""
+        if kind in BROKEN_FILE_KINDS:
+            return broken_file(draw, kind, data, max_random=4096)
         if kind == "prefix":
             return struct.pack("<Q", draw.choose(0, 1, 2**63, 2**64 - 1, len(data), 10**12)) + data[8:]
         n = struct.unpack("<Q", data[:8])[0]
@@ -504,13 +513,8 @@ def mutate_haiku(draw: Draw, params: dict[str, Any], state: dict[str, Any], tmp:
     else:
         kind = draw.choose("truncate", "random", "empty", "npz", "code", "global", "protocol0")
         data = pickle.dumps(params)
-        if kind == "truncate":
-            return data[: draw(st.integers(0, len(data) - 1))]
-        if kind == "random":
-            return bytes(np.random.default_rng(draw(st.integers(0, 99))).integers(0, 256, draw(st.integers(1, 2048)),
-                                                                                  dtype=np.uint8))
-        if kind == "empty":
-            return b""
+        if kind in BROKEN_FILE_KINDS:
+            return broken_file(draw, kind, data, max_random=2048)
         if kind == "npz":
             out = io.BytesIO()
             np.savez(out, **{k.replace("/", "."): v for m in params.values() for k, v in m.items()})

@@ -287,27 +287,38 @@ def _read_aliases(metadata: dict[str, str], path: Path) -> dict[str, str]:
     return aliases
 
 
-def read_weights_header(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The state a safetensors file holds, aliases included, as meta tensors (names, shapes and dtypes from its
-    header; no tensor data is read)."""
+def _read_safetensors(path: str | os.PathLike[str], read: Any) -> tuple[Path, dict[str, Any]]:
+    """``{name: read(file, name)}`` for every tensor of a safetensors file, aliases included (mapped to their
+    target's value); a missing file is a ``FileNotFoundError``, a corrupt one a ``ValueError``, both naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            header = {key: (f.get_slice(key).get_shape(), f.get_slice(key).get_dtype()) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
+            values = {key: read(f, key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise ValueError(f"{path}: corrupt or not a safetensors file ({e})") from None
+    for alias, target in _read_aliases(metadata, path).items():
+        if target in values:
+            values[alias] = values[target]
+    return path, values
+
+
+def read_weights_header(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state a safetensors file holds, aliases included, as meta tensors (names, shapes and dtypes from its
+    header; no tensor data is read)."""
+
+    def shape_and_dtype(f: Any, key: str) -> tuple[list[int], str]:
+        tensor_slice = f.get_slice(key)
+        return tensor_slice.get_shape(), tensor_slice.get_dtype()
+
+    path, header = _read_safetensors(path, shape_and_dtype)
     unknown = sorted({dtype for _, dtype in header.values()} - set(_SAFETENSORS_DTYPES))
     if unknown:
         raise ValueError(f"{path}: unsupported tensor dtype(s) {unknown}")
-    tensors = {key: torch.empty(shape, dtype=_SAFETENSORS_DTYPES[dtype], device="meta")
-               for key, (shape, dtype) in header.items()}
-    for alias, target in _read_aliases(metadata, path).items():
-        if target in tensors:
-            tensors[alias] = tensors[target]
-    return tensors
+    return {key: torch.empty(shape, dtype=_SAFETENSORS_DTYPES[dtype], device="meta")
+            for key, (shape, dtype) in header.items()}
 
 
 class _TooManyTensors(Exception):
@@ -353,19 +364,8 @@ def _check_fits(entry: Component, config: Any, directory: Path, header: dict[str
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Load a safetensors file into ``model`` after checking every key and shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError, TypeError) as e:
-        raise ValueError(f"{path}: corrupt or not a safetensors file ({e})") from None
-    for alias, target in _read_aliases(metadata, path).items():
-        if target in tensors:
-            tensors[alias] = tensors[target]
+    """Load a safetensors file into ``model`` after checking every key, shape and dtype kind."""
+    path, tensors = _read_safetensors(path, lambda f, key: f.get_tensor(key))
     problems = state_mismatch(model.state_dict(), tensors)
     if problems:
         raise ValueError(f"{path}: weights do not match the config: " + "; ".join(problems))

@@ -215,7 +215,12 @@ class CrossAttentionLayer(nn.Module):
         self, x_q: torch.Tensor, x_kv: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``x_q [B, Nq, Cq]``, ``x_kv [B, Nk, Ckv]`` -> ``[B, Nq, Cq]``."""
-        a = self.dropout(self.attention(self.q_norm(x_q), self.kv_norm(x_kv), attention_mask))
+        return self.residual_and_mlp(x_q, self.attention(self.q_norm(x_q), self.kv_norm(x_kv), attention_mask))
+
+    def residual_and_mlp(self, x_q: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The layer after its attention: ``attended [B, Nq, Cq]`` (the attention's output projection) -> dropout,
+        the query residual (if on) and the MLP block: ``[B, Nq, Cq]``. Shared with the chunked input path."""
+        a = self.dropout(attended)
         x = x_q + a if self.use_query_residual else a
         return x + self.mlp(self.mlp_norm(x))
 

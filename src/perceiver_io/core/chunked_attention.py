@@ -186,8 +186,10 @@ def _backward(
         grad_k = torch.matmul(grad_s.transpose(-1, -2), q.to(acc_dtype)) * scale  # [B, H, Mc, Dqk]
         grads = torch.autograd.grad((k, v), sources, (grad_k.to(k.dtype), grad_v.to(v.dtype)), allow_unused=True)
         for i, g in zip((i for i, leaf in enumerate(leaves) if leaf.requires_grad), grads):
-            if g is not None:
-                param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+            if g is not None and param_grads[i] is None:
+                param_grads[i] = g  # a fresh tensor from autograd: later chunks add into it in place
+            elif g is not None:
+                param_grads[i].add_(g)  # type: ignore[union-attr]
         if need_x:
             grad_x[:, start:end] = grads[-1]  # type: ignore[index]
     param_grads = [
@@ -209,7 +211,7 @@ def chunked_cross_attend(
     """``layer(x_q, x_kv, attention_mask)`` with its attention part computed over chunks of ``chunk_size`` input
     positions (:class:`ChunkedInputAttention`): ``x_q [B, N, Cq]``, ``x_kv [B, M, C_in]``, ``attention_mask
     [B, M]`` (bool, True = attend) -> ``[B, N, Cq]``. The out projection, query residual and MLP run as in
-    :meth:`CrossAttentionLayer.forward`.
+    :meth:`CrossAttentionLayer.residual_and_mlp`.
 
     Attention dropout has no chunked form here: a layer with ``attention_dropout > 0`` in training mode is a
     ``ValueError``.
@@ -235,7 +237,4 @@ def chunked_cross_attend(
     if attention_mask is not None:
         # A batch element with no input left: zeros, as the default path (where, not a product: 0 * NaN).
         out = torch.where(attention_mask.any(dim=1)[:, None, None], out, 0.0)
-    # The rest of CrossAttentionLayer.forward, unchanged.
-    a = layer.dropout(attn.out(out))
-    x = x_q + a if layer.use_query_residual else a
-    return x + layer.mlp(layer.mlp_norm(x))
+    return layer.residual_and_mlp(x_q, attn.out(out))

@@ -12,7 +12,6 @@ from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
-from ..core.chunked_attention import check_chunk_size
 from ..core.validation import check_choice
 from ..models.factory import model_config
 from ..perceiver import PerceiverIO, PerceiverIOConfig
@@ -169,7 +168,6 @@ class PerceiverTask(pl.LightningModule):
 
     def set_input_chunk_size(self, chunk_size: int) -> None:
         """Switch the encoder's chunked input cross-attention on (``input_chunk_size``), checked before training."""
-        check_chunk_size("input_chunk_size", chunk_size)
         if not isinstance(self.model, PerceiverIO):
             raise ValueError(f"input_chunk_size: only for Perceiver IO models, not {type(self.model).__name__}")
         dropout = self.model.encoder.config.attention_dropout
