@@ -55,7 +55,7 @@ def test_quick_run_metrics_and_baselines(quick_run):
     assert m["reloaded_predictions_identical"] is True
     mlm = m["mlm"]
     assert mlm["steps"] == section.QUICK_STEPS and mlm["test_windows"] == section.QUICK_TEST_WINDOWS
-    assert mlm["test_masked_bytes"] > 500 and 0 < mlm["test_mask_token_bytes"] < mlm["test_masked_bytes"]
+    assert mlm["test_masked_bytes"] > 300 and 0 < mlm["test_mask_token_bytes"] < mlm["test_masked_bytes"]
     for key in ("test_accuracy", "test_accuracy_mask_token"):
         assert set(mlm[key]) == {"model", "bigram", "most_frequent"}
     # The baselines are computed on the real corpus even in quick mode: 'e' is about a tenth of the masked bytes,
@@ -140,14 +140,19 @@ def test_bigram_baseline_on_a_tiny_corpus():
     assert set(predicted["most_frequent"].tolist()) == {ord("b") + 6}
 
 
-def test_fill_mask_sentences_are_deterministic_whole_words():
+def test_fill_mask_sentences_mask_single_letters_deterministically():
     texts = ["Return the number of items in the container object. More text follows here.",
-             "This function opens the named file and returns a stream object for it.",
-             "short.", "Another sentence that talks about sockets and their buffers."]
+             "This function opens the named file and returns a stream.",
+             "short.", "Another sentence about sockets and their buffers.",
+             "A sentence that is far too long to fit in one of the demo's pre-training windows of bytes."]
     first = section.fill_mask_sentences(texts, 3, seed=0)
     assert first == section.fill_mask_sentences(texts, 3, seed=0) and len(first) == 3
-    for k, (sentence, words) in enumerate(first):
-        assert len(words) == 1 + k % 2
-        for start, end in words:
-            assert sentence[start:end].isalpha() and start > 0
-            assert not sentence[start - 1].isalpha() and (end == len(sentence) or not sentence[end].isalpha())
+    assert first != section.fill_mask_sentences(texts, 3, seed=1)
+    for sentence, spans in first:
+        assert 30 <= len(sentence) <= section.WINDOW and sentence.endswith(".")
+        letters = sum(c.isalpha() for c in sentence[1:])
+        assert len(spans) == max(2, round(0.15 * letters))
+        starts = [start for start, _ in spans]
+        assert starts == sorted(starts) and all(b - a > 1 for a, b in zip(starts, starts[1:]))  # never adjacent
+        for start, end in spans:
+            assert end == start + 1 and start > 0 and sentence[start].isalpha()

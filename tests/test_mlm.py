@@ -35,6 +35,7 @@ from perceiver_io.training.mlm import (
     MaskedLanguageModelingTask,
     masked_lm_loss,
     masked_positions,
+    unmasked_labels,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +124,54 @@ def test_a_few_steps_lower_the_loss_bytes(tmp_path):
     after = held_out_loss(task, batch)
     # Below a uniform guess over the 262 ids by far (the small presets start near it: embedding std 0.02).
     assert after < before - 1.0 and after < math.log(262) - 1.0, (before, after)
+
+
+def test_unmasked_labels_and_the_training_loss_with_the_unmasked_term():
+    ids = torch.tensor([[10, 11, 3, 13, 0], [20, 3, 22, 23, 24]])
+    labels = torch.tensor([[-100, -100, 12, -100, -100], [-100, 21, -100, 50, -100]])
+    attention = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    assert unmasked_labels(ids, labels, attention).tolist() == [[10, 11, -100, 13, -100], [20, -100, 22, -100, 24]]
+    assert unmasked_labels(ids, labels)[0, 4] == 0  # without a mask every unmasked position counts
+    data = MaskedLanguageModelingDataModule(max_seq_len=64, batch_size=4, max_train_windows=4, max_val_windows=4)
+    batch = next(iter(data.val_dataloader()))
+    torch.manual_seed(0)
+    task = tiny_task(unmasked_loss_weight=0.5)
+    loss = task.training_step(batch, 0)
+    logits = task(batch["input_ids"], batch["attention_mask"])
+    by_hand = masked_lm_loss(logits, batch["labels"]) + 0.5 * masked_lm_loss(
+        logits, unmasked_labels(batch["input_ids"], batch["labels"], batch["attention_mask"]))
+    torch.testing.assert_close(loss, by_hand)
+    # faded linearly over unmasked_loss_steps, then the paper's loss (masked positions only)
+    task = tiny_task(unmasked_loss_weight=2.0, unmasked_loss_steps=10)
+    fake = SimpleNamespace(global_step=5)
+    task._trainer = fake  # type: ignore[assignment]
+    assert task.current_unmasked_loss_weight() == pytest.approx(1.0)
+    fake.global_step = 10
+    assert task.current_unmasked_loss_weight() == 0.0
+    task._trainer = None
+    assert tiny_task().current_unmasked_loss_weight() == 0.0
+    for bad in (-1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="unmasked_loss_weight: expected a finite number >= 0"):
+            tiny_task(unmasked_loss_weight=bad)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="unmasked_loss_steps: expected an int >= 1 or None"):
+            tiny_task(unmasked_loss_weight=1.0, unmasked_loss_steps=bad)
+
+
+def test_the_unmasked_term_teaches_reconstruction(tmp_path):
+    data = MaskedLanguageModelingDataModule(max_seq_len=64, batch_size=16, max_train_windows=640, max_val_windows=32,
+                                            mask_unit="token")
+    batch = next(iter(data.val_dataloader()))
+    visible = unmasked_labels(batch["input_ids"], batch["labels"], batch["attention_mask"])
+    losses = {}
+    for weight in (0.0, 1.0):
+        pl.seed_everything(0)
+        task = tiny_task(unmasked_loss_weight=weight)
+        trainer(tmp_path / str(weight), max_steps=40).fit(task, datamodule=data)
+        task.eval()
+        with torch.no_grad():
+            losses[weight] = float(masked_lm_loss(task(batch["input_ids"], batch["attention_mask"]), visible))
+    assert losses[1.0] < losses[0.0] - 0.5, losses
 
 
 def sentencepiece_data(tmp_path: Path, **kwargs) -> MaskedLanguageModelingDataModule:
@@ -313,9 +362,10 @@ def test_cli_fsdp_two_cpu_processes_with_the_fsdp_config_strategy(tmp_path):
     # one FSDP unit per attention layer (encoder and decoder) plus the root; the self-attentions checkpointed
     from perceiver_io.core.attention import CrossAttentionLayer, SelfAttentionLayer
 
-    layers = [m for m in create_model("language_bytes_small").modules()
+    overrides = yaml.safe_load(TINY_CONFIG.read_text())["model"].get("overrides", {})
+    layers = [m for m in create_model("language_bytes_small", **overrides).modules()
               if isinstance(m, (CrossAttentionLayer, SelfAttentionLayer))]
-    assert ranks[0]["fsdp_units"] == ranks[1]["fsdp_units"] == 1 + len(layers) >= 1 + 4
+    assert ranks[0]["fsdp_units"] == ranks[1]["fsdp_units"] == 1 + len(layers) >= 1 + 3
     assert "CheckpointWrapper" in ranks[0]["modules"]
     losses = [float(row["val/loss"]) for row in _csv_rows(run) if row.get("val/loss")]
     assert losses and all(np.isfinite(losses))
@@ -323,7 +373,7 @@ def test_cli_fsdp_two_cpu_processes_with_the_fsdp_config_strategy(tmp_path):
     from perceiver_io.training.export import export_checkpoint
 
     model = export_checkpoint(run / "checkpoints" / "last.ckpt", tmp_path / "model")
-    reference = create_model("language_bytes_small")
+    reference = create_model("language_bytes_small", **overrides)
     shapes = {k: v.shape for k, v in reference.state_dict().items()}
     assert {k: v.shape for k, v in model.state_dict().items()} == shapes
     result = fill_mask(model, "Return the [MASK*3] of x.")

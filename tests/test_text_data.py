@@ -116,6 +116,55 @@ def test_byte_whole_word_masking_statistics(byte_windows: np.ndarray) -> None:
     assert not (all_mask[word[replaced]]).any()
 
 
+def test_token_masking_selects_single_bytes(byte_windows: np.ndarray, sp_model: Path) -> None:
+    ids = np.concatenate([byte_windows] * 3)
+    masked, labels = mask_words(ids, generator=np.random.default_rng(0), unit="token")
+    selected = labels != IGNORE_INDEX
+    real = ids >= 6
+    assert abs(selected.sum() / real.sum() - 0.15) < 0.005
+    np.testing.assert_array_equal(labels[selected], ids[selected])
+    np.testing.assert_array_equal(masked[~selected], ids[~selected])
+    assert not selected[~real].any()
+    assert not selected[np.isin(ids, np.array([9, 10, 11, 12, 13, 32]) + 6)].any()
+    # single bytes: most selected bytes have an unselected neighbour inside their word, unlike whole words
+    word = byte_word_ids(ids)
+    inner = selected[:, 1:-1] & (word[:, :-2] == word[:, 1:-1]) & (word[:, 1:-1] == word[:, 2:])
+    alone = inner & ~selected[:, :-2] & ~selected[:, 2:]
+    assert alone.sum() > 0.6 * inner.sum() > 1000
+    _, word_labels = mask_words(ids, generator=np.random.default_rng(0))
+    whole = word_labels[:, 1:-1] != IGNORE_INDEX
+    whole_inner = whole & (word[:, :-2] == word[:, 1:-1]) & (word[:, 1:-1] == word[:, 2:])
+    assert not (whole_inner & (word_labels[:, :-2] == IGNORE_INDEX)).any()  # whole words never do
+    # 80 / 10 / 10 decided per byte
+    shown_mask = (masked == 3)[selected].mean()
+    unchanged = (masked == ids)[selected].mean()
+    assert abs(shown_mask - 0.8) < 0.01 and abs(unchanged - 0.1) < 0.01
+    # SentencePiece: single pieces
+    tokenizer = SentencePieceTokenizer(sp_model)
+    pieces = np.stack([np.asarray(tokenizer.encode(t)[:64]) for t in stdlib_corpus("validation")[:200]
+                       if len(tokenizer.encode(t)) >= 64])
+    _, sp_labels = mask_words(pieces, tokenizer, generator=1, unit="token")
+    chosen = sp_labels != IGNORE_INDEX
+    assert abs(chosen.sum() / (pieces >= tokenizer.num_special).sum() - 0.15) < 0.02
+    with pytest.raises(ValueError, match="unit: expected one of 'word', 'token', got 'byte'"):
+        mask_words(ids, unit="byte")
+
+
+def test_data_module_mask_unit() -> None:
+    for unit in ("word", "token"):
+        data = MaskedLanguageModelingDataModule(max_seq_len=64, batch_size=64, max_val_windows=64, mask_unit=unit)
+        data.setup("validate")
+        batch = next(iter(data.val_dataloader()))
+        selected = batch["labels"] != IGNORE_INDEX
+        original = torch.where(selected, batch["labels"], batch["input_ids"])
+        words = torch.from_numpy(byte_word_ids(original.numpy()))
+        inside = (words[:, :-2] == words[:, 1:-1]) & (words[:, 1:-1] == words[:, 2:])
+        lone = selected[:, 1:-1] & inside & ~selected[:, :-2] & ~selected[:, 2:]
+        assert (lone.sum() > 100) if unit == "token" else (lone.sum() == 0), (unit, int(lone.sum()))
+    with pytest.raises(ValueError, match="mask_unit"):
+        MaskedLanguageModelingDataModule(mask_unit="bytes")
+
+
 def test_masking_is_seedable_and_keeps_the_input_type(byte_windows: np.ndarray) -> None:
     ids = byte_windows[:4]
     a = mask_words(ids, generator=np.random.default_rng(7))

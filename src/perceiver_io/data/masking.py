@@ -34,9 +34,12 @@ import torch
 
 from ..tokenizer import ByteTokenizer
 
-__all__ = ["IGNORE_INDEX", "byte_word_ids", "mask_words", "pack_documents", "whole_word_mask", "word_ids"]
+__all__ = ["IGNORE_INDEX", "MASK_UNITS", "byte_word_ids", "mask_words", "pack_documents", "whole_word_mask", "word_ids"]
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
+MASK_UNITS = ("word", "token")
+"""What :func:`mask_words` selects and replaces as one: whole words (the paper) or single tokens."""
+
 #: The bytes that separate words: ASCII whitespace, as ``bytes.split()`` uses.
 ASCII_WHITESPACE: tuple[int, ...] = (9, 10, 11, 12, 13, 32)
 _NUM_BYTE_SPECIAL = ByteTokenizer.vocab_size - 256  # ids below are [PAD] [BOS] [EOS] [MASK] [CLS] [SEP]
@@ -273,8 +276,13 @@ def mask_words(
     mask_prob: float = 0.8,
     random_prob: float = 0.1,
     generator: Generator = None,
+    unit: str = "word",
 ) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
     """:func:`whole_word_mask` with the word rule and ids of ``tokenizer``.
+
+    ``unit="token"`` selects and replaces single tokens instead of whole words (BERT's original masking; each
+    token that could be in a word is its own "word"): with bytes, ``"h[MASK]llo"``, which a model can fill in from
+    the neighbouring bytes. The default ``"word"`` is the paper's whole-word masking.
 
     ``tokenizer`` None or a :class:`~perceiver_io.tokenizer.ByteTokenizer`: words are whitespace-separated byte
     runs (:func:`byte_word_ids`), the budget counts every non-special byte, random ids are bytes (6..261).
@@ -282,6 +290,8 @@ def mask_words(
     ``word_starts``, the budget counts every non-special piece, random ids are pieces (``first_piece_id`` ..
     ``vocab_size - 1``).  Special ids and padding are never masked.
     """
+    if unit not in MASK_UNITS:
+        raise ValueError(f"unit: expected one of {', '.join(map(repr, MASK_UNITS))}, got {unit!r}")
     ids = _as_int_array("input_ids", input_ids)
     if tokenizer is None or isinstance(tokenizer, ByteTokenizer):
         _check_range("input_ids", ids, ByteTokenizer.vocab_size)
@@ -296,6 +306,8 @@ def mask_words(
     else:
         raise TypeError(f"tokenizer: expected None, a ByteTokenizer or a SentencePieceTokenizer, "
                         f"got {type(tokenizer).__name__}")
+    if unit == "token":
+        words = np.where(words >= 0, np.arange(words.shape[-1]), -1)
     return whole_word_mask(input_ids, words, mask_token_id=mask_id, random_range=random_range, counted=counted,
                            mask_fraction=mask_fraction, mask_prob=mask_prob, random_prob=random_prob,
                            generator=generator)

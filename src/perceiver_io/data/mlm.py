@@ -36,7 +36,7 @@ from torch.utils.data import (
 
 from ..core.validation import check_choice, check_positive
 from ..tokenizer import ByteTokenizer
-from .masking import mask_words, pack_documents
+from .masking import MASK_UNITS, mask_words, pack_documents
 from .sentencepiece_tokenizer import SentencePieceTokenizer, train_sentencepiece
 from .text_corpus import (
     TEXT_SPLITS,
@@ -80,8 +80,8 @@ def _encoded(documents: Iterator[str], encoder: _Encoder, where: str) -> Iterato
 
 
 def _window_item(ids: np.ndarray, attention_mask: np.ndarray, tokenizer: Tokenizer, mask_fraction: float,
-                 rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    masked, labels = mask_words(ids, tokenizer, mask_fraction=mask_fraction, generator=rng)
+                 rng: np.random.Generator, mask_unit: str = "word") -> dict[str, torch.Tensor]:
+    masked, labels = mask_words(ids, tokenizer, mask_fraction=mask_fraction, generator=rng, unit=mask_unit)
     return {
         "input_ids": torch.from_numpy(np.ascontiguousarray(masked, dtype=np.int64)),
         "attention_mask": torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)),
@@ -106,16 +106,18 @@ class MaskedWindowDataset(Dataset):
         seed: non-negative int.
         fresh_masks: new masks per epoch (training) rather than fixed ones.
         mask_fraction: fraction of each window's real tokens selected.
+        mask_unit: ``"word"`` (whole words) or ``"token"`` (single tokens), see
+            :func:`~perceiver_io.data.masking.mask_words`.
     """
 
     def __init__(self, windows: np.ndarray, lengths: np.ndarray, tokenizer: Tokenizer, split: TextSplit, seed: int,
-                 fresh_masks: bool, mask_fraction: float = 0.15) -> None:
+                 fresh_masks: bool, mask_fraction: float = 0.15, mask_unit: str = "word") -> None:
         if windows.ndim != 2 or lengths.shape != windows.shape[:1]:
             raise ValueError(f"windows, lengths: expected shapes [N, L] and [N], got {list(windows.shape)} and "
                              f"{list(lengths.shape)}")
         self.windows, self.lengths = windows, lengths
         self.tokenizer, self.split, self.seed = tokenizer, split, seed
-        self.fresh_masks, self.mask_fraction = fresh_masks, mask_fraction
+        self.fresh_masks, self.mask_fraction, self.mask_unit = fresh_masks, mask_fraction, mask_unit
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -129,7 +131,7 @@ class MaskedWindowDataset(Dataset):
         rng = np.random.default_rng([self.seed, _SPLIT_INDEX[self.split], epoch, index])
         ids = self.windows[index].astype(np.int64)
         attention_mask = np.arange(ids.size) < self.lengths[index]
-        return _window_item(ids, attention_mask, self.tokenizer, self.mask_fraction, rng)
+        return _window_item(ids, attention_mask, self.tokenizer, self.mask_fraction, rng, self.mask_unit)
 
 
 class EpochShuffleSampler(Sampler):
@@ -178,7 +180,7 @@ class StreamingMaskedWindows(IterableDataset):
 
     Args:
         documents: a picklable callable returning a fresh iterator over the split's documents.
-        tokenizer, split, seed, fresh_masks, mask_fraction: as in :class:`MaskedWindowDataset`.
+        tokenizer, split, seed, fresh_masks, mask_fraction, mask_unit: as in :class:`MaskedWindowDataset`.
         window: ids per window.
         max_windows: at most this many windows per pass (None: the whole stream).
         batch_size: the DataLoader's batch size (evaluation sharding).
@@ -191,12 +193,12 @@ class StreamingMaskedWindows(IterableDataset):
 
     def __init__(self, documents: Callable[[], Iterator[str]], tokenizer: Tokenizer, window: int, split: TextSplit,
                  seed: int, fresh_masks: bool, mask_fraction: float = 0.15, max_windows: int | None = None,
-                 batch_size: int = 1, shuffle_buffer: int = 0, where: str = "source") -> None:
+                 batch_size: int = 1, shuffle_buffer: int = 0, where: str = "source", mask_unit: str = "word") -> None:
         super().__init__()
         self.documents, self.tokenizer, self.window, self.split = documents, tokenizer, window, split
         self.seed, self.fresh_masks, self.mask_fraction = seed, fresh_masks, mask_fraction
         self.max_windows, self.batch_size = max_windows, batch_size
-        self.shuffle_buffer, self.where = shuffle_buffer, where
+        self.shuffle_buffer, self.where, self.mask_unit = shuffle_buffer, where, mask_unit
         self.epoch = 0
         # Read here, in the process that builds the dataset (Lightning's setup runs after the process group is up),
         # not in DataLoader workers, where the group is not usable.
@@ -235,14 +237,16 @@ class StreamingMaskedWindows(IterableDataset):
                                                                                   worker, 1]))
             for k, item in enumerate(itertools.islice(windows, limit)):
                 rng = np.random.default_rng([self.seed, split_index, epoch, worker, 0, k])
-                yield _window_item(item["input_ids"], item["attention_mask"], self.tokenizer, self.mask_fraction, rng)
+                yield _window_item(item["input_ids"], item["attention_mask"], self.tokenizer, self.mask_fraction, rng,
+                                   self.mask_unit)
         else:
             windows = itertools.islice(self._windows(self._documents(seen)), self.max_windows)
             for k, item in enumerate(windows):
                 if (k // self.batch_size) % num_workers != worker:
                     continue
                 rng = np.random.default_rng([self.seed, split_index, 0, k])
-                yield _window_item(item["input_ids"], item["attention_mask"], self.tokenizer, self.mask_fraction, rng)
+                yield _window_item(item["input_ids"], item["attention_mask"], self.tokenizer, self.mask_fraction, rng,
+                                   self.mask_unit)
         if seen[0] == 0:
             raise ValueError(f"{self.where} split {self.split!r}: empty corpus, no document to read")
 
@@ -301,6 +305,8 @@ class MaskedLanguageModelingDataModule(pl.LightningDataModule):
             if given, ``<cache_dir>/datasets`` is also ``datasets.load_dataset``'s cache (else its own default).
         max_seq_len: window length L (2048 bytes in the paper).
         mask_fraction: fraction of each window's real tokens selected for the loss.
+        mask_unit: ``"word"`` (default: whole words, as the paper) or ``"token"`` (single tokens: BERT's original
+            masking; the demo's choice, whose small model learns it within its budget).
         batch_size, num_workers: DataLoader settings.
         seed: seeds the masks, the training order and SentencePiece training (non-negative).
         max_train_windows, max_val_windows, max_test_windows: at most this many windows per split (per epoch when
@@ -339,6 +345,7 @@ class MaskedLanguageModelingDataModule(pl.LightningDataModule):
         shuffle_buffer: int = 1024,
         sentencepiece_max_sentences: int = 1_000_000,
         text_unit: str = "paragraph",
+        mask_unit: str = "word",
     ) -> None:
         super().__init__()
         self.source_kind = source_kind(source)
@@ -360,6 +367,7 @@ class MaskedLanguageModelingDataModule(pl.LightningDataModule):
             if value is not None:
                 check_positive(name, value)
         check_choice("text_unit", text_unit, TEXT_UNITS)
+        check_choice("mask_unit", mask_unit, MASK_UNITS)
         if streaming is not None and not isinstance(streaming, bool):
             raise TypeError(f"streaming: expected a bool or None, got {type(streaming).__name__}")
         if not isinstance(tokenizer, (str, os.PathLike)):
@@ -385,7 +393,7 @@ class MaskedLanguageModelingDataModule(pl.LightningDataModule):
             "train": max_train_windows, "validation": max_val_windows, "test": max_test_windows}
         self.streaming = self.source_kind != "stdlib" if streaming is None else streaming
         self.shuffle_buffer, self.sentencepiece_max_sentences = shuffle_buffer, sentencepiece_max_sentences
-        self.text_unit = text_unit
+        self.text_unit, self.mask_unit = text_unit, mask_unit
         self._tokenizer: Tokenizer | None = ByteTokenizer() if tokenizer == "bytes" else None
         self.datasets: dict[TextSplit, Dataset] = {}
         self._train_sampler: EpochShuffleSampler | None = None
@@ -469,7 +477,8 @@ class MaskedLanguageModelingDataModule(pl.LightningDataModule):
                 raise ValueError(f"{self._where()} split {split!r}: empty corpus, no document to read")
             return StreamingMaskedWindows(
                 documents, tokenizer, self.max_seq_len, split, self.seed, fresh, self.mask_fraction,
-                self.max_windows[split], self.batch_size, self.shuffle_buffer if fresh else 0, self._where())
+                self.max_windows[split], self.batch_size, self.shuffle_buffer if fresh else 0, self._where(),
+                self.mask_unit)
         encoded = _encoded(self._documents(split)(), _Encoder(tokenizer), f"{self._where()} split {split!r}")
         packed = itertools.islice(pack_documents(encoded, self.max_seq_len, separator=tokenizer.sep_token_id,
                                                  pad_id=tokenizer.pad_token_id), self.max_windows[split])
@@ -480,7 +489,7 @@ class MaskedLanguageModelingDataModule(pl.LightningDataModule):
         if not rows:
             raise ValueError(f"{self._where()} split {split!r}: empty corpus, no document to read")
         return MaskedWindowDataset(np.stack(rows), np.asarray(lengths, dtype=np.int64), tokenizer, split, self.seed,
-                                   fresh, self.mask_fraction)
+                                   fresh, self.mask_fraction, self.mask_unit)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs (all three for None); idempotent."""

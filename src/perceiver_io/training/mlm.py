@@ -11,6 +11,18 @@ Measured on 2 CPU cores, one thread, ``language_bytes_small`` (256 bytes, 64 x 1
 step decoding all vs. 150/139 ms decoding the union; batch 4 (union 47 %) 45-48 ms vs. 39 ms. The union is
 faster at every batch size tried (fewer decoder queries and vocabulary projections), hence the default; its
 advantage shrinks as the batch grows and the union approaches every position.
+
+``unmasked_loss_weight`` (default 0: the paper's loss) adds the cross-entropy at the real positions that are *not*
+masked, each predicting its own visible id, to the training loss (:func:`unmasked_labels`). It is a curriculum for
+small models trained briefly: reconstructing every byte makes the latents carry each position's byte at once,
+and predicting a masked byte from its neighbours is then a short step. Masking alone supervises 15 % of the
+positions, and at CPU size the model first spends a long plateau at the byte frequencies while it learns to
+route bytes through the latents by position. Measured (``language_bytes_small`` with 64-byte windows, one
+self-attend, 15 % single bytes masked, batch 32, AdamW 2e-3, 1,500 steps on the ``"stdlib"`` corpus):
+masked-byte accuracy 19.0 % without it, 37.0 % with weight 1.0 (a plain 4-layer Transformer encoder of the same
+width: 38.4 % after 2,000 steps; the bigram of both neighbours: 33.5 %). ``unmasked_loss_steps`` fades the weight
+linearly to 0 over that many optimizer steps (then only the masked positions are decoded again); the same run
+with it faded over 750 steps reached the same 37.0 %.
 """
 
 from __future__ import annotations
@@ -36,6 +48,20 @@ def masked_positions(labels: torch.Tensor) -> torch.Tensor:
     ``labels [B, L]``: the union of the rows' masked positions (possibly empty)."""
     check_tensor("labels", labels, ("B", "L"), integer=True)
     return (labels != IGNORE_INDEX).any(0).nonzero().squeeze(1)
+
+
+def unmasked_labels(input_ids: torch.Tensor, labels: torch.Tensor,
+                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Labels ``[B, L]`` for reconstructing the visible tokens: ``input_ids [B, L]`` where the position is a real
+    token (``attention_mask [B, L]`` 1, or every position without one) and not masked (``labels [B, L]`` -100),
+    -100 elsewhere."""
+    check_tensor("input_ids", input_ids, ("B", "L"), integer=True)
+    check_tensor("labels", labels, tuple(input_ids.shape), integer=True)
+    visible = labels == IGNORE_INDEX
+    if attention_mask is not None:
+        check_tensor("attention_mask", attention_mask, tuple(input_ids.shape))
+        visible = visible & attention_mask.bool()
+    return torch.where(visible, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
 
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, check_labels: bool = True) -> torch.Tensor:
@@ -75,6 +101,12 @@ class MaskedLanguageModelingTask(PerceiverTask):
     Args:
         decode: ``"masked"`` (default): decode only the union of the batch's masked positions; ``"all"``: decode
             every position (see the module docstring for the timing that chose the default).
+        unmasked_loss_weight: weight (>= 0) of the cross-entropy of reconstructing the unmasked real tokens, added
+            to the training loss (default 0: the paper's loss; see the module docstring). While it is > 0, training
+            steps decode every position and also log ``train/masked_loss`` and ``train/unmasked_loss``; evaluation
+            is always on the masked positions only.
+        unmasked_loss_steps: fade ``unmasked_loss_weight`` linearly to 0 over this many optimizer steps (None:
+            keep it constant).
         All other arguments: :class:`~perceiver_io.training.task.PerceiverTask`.
 
     At ``setup`` the data module's ``vocab_size`` must equal the model's and its ``max_seq_len`` must fit the
@@ -90,10 +122,18 @@ class MaskedLanguageModelingTask(PerceiverTask):
 
     model_class = MaskedLanguageModel
 
-    def __init__(self, *args: Any, decode: str = "masked", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, decode: str = "masked", unmasked_loss_weight: float = 0.0,
+                 unmasked_loss_steps: int | None = None, **kwargs: Any) -> None:
         check_choice("decode", decode, DECODE_MODES)
+        if isinstance(unmasked_loss_weight, bool) or not isinstance(unmasked_loss_weight, (int, float)) \
+                or not 0 <= unmasked_loss_weight < float("inf"):
+            raise ValueError(f"unmasked_loss_weight: expected a finite number >= 0, got {unmasked_loss_weight!r}")
+        if unmasked_loss_steps is not None and (isinstance(unmasked_loss_steps, bool)
+                                                or not isinstance(unmasked_loss_steps, int) or unmasked_loss_steps < 1):
+            raise ValueError(f"unmasked_loss_steps: expected an int >= 1 or None, got {unmasked_loss_steps!r}")
+        super().__init__(*args, **kwargs)
         self.decode = decode
+        self.unmasked_loss_weight, self.unmasked_loss_steps = float(unmasked_loss_weight), unmasked_loss_steps
         # Keyed "<stage>_": a ModuleDict key "train" would shadow nn.Module.train.
         self.loss_metric = torch.nn.ModuleDict({f"{s}_": torchmetrics.MeanMetric() for s in ("val", "test")})
         self.accuracy_metric = torch.nn.ModuleDict({f"{s}_": torchmetrics.MeanMetric() for s in ("val", "test")})
@@ -179,10 +219,33 @@ class MaskedLanguageModelingTask(PerceiverTask):
             fsdp.model.clip_grad_norm_(max_norm)  # the root FSDP module: one norm over every shard of every process
         return None
 
+    def current_unmasked_loss_weight(self) -> float:
+        """``unmasked_loss_weight`` at the current optimizer step (faded over ``unmasked_loss_steps``)."""
+        weight = self.unmasked_loss_weight
+        if weight == 0 or self.unmasked_loss_steps is None:
+            return weight
+        step = self.global_step if self._trainer is not None else 0
+        return weight * max(0.0, 1.0 - step / self.unmasked_loss_steps)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits, labels = self.masked_logits(batch)
-        loss = masked_lm_loss(logits, labels, check_labels=False)
-        self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        weight = self.current_unmasked_loss_weight()
+        if weight == 0:
+            logits, labels = self.masked_logits(batch)
+            loss = masked_lm_loss(logits, labels, check_labels=False)
+            self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+            return loss
+        input_ids, labels, attention_mask = batch["input_ids"], batch["labels"], batch.get("attention_mask")
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels: expected the shape of input_ids {list(input_ids.shape)}, "
+                             f"got {list(labels.shape)}")
+        logits = self(input_ids, attention_mask)
+        masked = masked_lm_loss(logits, labels, check_labels=False)
+        unmasked = masked_lm_loss(logits, unmasked_labels(input_ids, labels, attention_mask), check_labels=False)
+        loss = masked + weight * unmasked
+        size = labels.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/masked_loss", masked, batch_size=size)
+        self.log("train/unmasked_loss", unmasked, batch_size=size)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
