@@ -15,8 +15,8 @@ from torch import nn
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
-SCRIPTS = ["attention_cpu", "cpu_inference", "gemm_bound", "gpu", "multimodal_tradeoff", "scaling", "step_memory",
-           "unit_sets", "vs_transformers"]
+SCRIPTS = ["attention_cpu", "cpu_inference", "gemm_bound", "gpu", "mlm_recipe", "multimodal_tradeoff", "scaling",
+           "step_memory", "unit_sets", "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -64,8 +64,8 @@ def test_help(name: str) -> None:
     assert "--out" in done.stdout and "--from-json" in done.stdout
 
 
-@pytest.mark.parametrize("stem", ["attention_cpu", "gemm_bound", "multimodal_tradeoff", "scaling", "step_memory", "unit_sets",
-                                  "vs_transformers", "vs_transformers-bf16"])
+@pytest.mark.parametrize("stem", ["attention_cpu", "gemm_bound", "mlm_recipe", "multimodal_tradeoff", "scaling",
+                                  "step_memory", "unit_sets", "vs_transformers", "vs_transformers-bf16"])
 def test_report_of_committed_results_keeps_their_tables(stem: str, tmp_path: Path) -> None:
     """Re-rendering a committed .json gives the committed .md's tables, cell for cell (README quotes them)."""
     done = run_script(stem.split("-")[0], "--from-json", str(BENCHMARKS / "results" / f"{stem}.json"), "--out", str(tmp_path))
@@ -102,6 +102,26 @@ def test_gpu_script_runs_its_tiny_rows_on_the_cpu(tmp_path: Path) -> None:
         [ln for ln in (tmp_path / "gpu-tiny.md").read_text().splitlines() if ln.startswith("|")]
     refused = run_script("gpu", "--device", "cpu")
     assert refused.returncode != 0 and "need one (--tiny" in refused.stderr
+
+
+def test_mlm_recipe_quick_run_trains_every_row(tmp_path: Path) -> None:
+    """benchmarks/mlm_recipe.py --quick: every recipe row trains a few steps on the real corpus and is scored on the
+    same masked bytes as the demo's baselines; the reconstruction term changes the training (its row differs)."""
+    done = run_script("mlm_recipe", "--quick", "--threads", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    raw = json.loads((tmp_path / "mlm_recipe-quick.json").read_text())
+    assert list(raw["rows"]) == ["perceiver", "perceiver+unmasked", "perceiver+unmasked-faded",
+                                 "perceiver+unmasked-4sa", "transformer"]
+    assert raw["validation_masked_bytes"] > 200
+    assert raw["baselines"]["bigram"]["all"] > raw["baselines"]["most_frequent"]["all"] > 0.05
+    for row in raw["rows"].values():
+        assert list(row["curve"]) == ["0", "3", "6"] and row["parameters"] > 100_000
+        assert all(0 <= point["all"] <= 1 and 0 <= point["mask_token"] <= 1 for point in row["curve"].values())
+    rows = raw["rows"]
+    assert rows["perceiver"]["curve"]["0"] == rows["perceiver+unmasked"]["curve"]["0"]  # same seed, same model
+    assert rows["perceiver"]["curve"]["6"] != rows["perceiver+unmasked"]["curve"]["6"]
+    table = [line for line in (tmp_path / "mlm_recipe-quick.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(rows)
 
 
 def test_cpu_inference_quick_run_measures_every_implementation(tmp_path: Path) -> None:
