@@ -15,8 +15,8 @@ from torch import nn
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
-SCRIPTS = ["attention_cpu", "cpu_inference", "gemm_bound", "gpu", "mlm_recipe", "multimodal_tradeoff", "scaling",
-           "step_memory", "unit_sets", "vs_transformers"]
+SCRIPTS = ["attention_cpu", "cpu_inference", "decode_memory", "gemm_bound", "gpu", "mlm_recipe", "multimodal_tradeoff",
+           "scaling", "step_memory", "unit_sets", "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -64,8 +64,8 @@ def test_help(name: str) -> None:
     assert "--out" in done.stdout and "--from-json" in done.stdout
 
 
-@pytest.mark.parametrize("stem", ["attention_cpu", "gemm_bound", "mlm_recipe", "multimodal_tradeoff", "scaling",
-                                  "step_memory", "unit_sets", "vs_transformers", "vs_transformers-bf16"])
+@pytest.mark.parametrize("stem", ["attention_cpu", "decode_memory", "gemm_bound", "mlm_recipe", "multimodal_tradeoff",
+                                  "scaling", "step_memory", "unit_sets", "vs_transformers", "vs_transformers-bf16"])
 def test_report_of_committed_results_keeps_their_tables(stem: str, tmp_path: Path) -> None:
     """Re-rendering a committed .json gives the committed .md's tables, cell for cell (README quotes them)."""
     done = run_script(stem.split("-")[0], "--from-json", str(BENCHMARKS / "results" / f"{stem}.json"), "--out", str(tmp_path))
@@ -102,6 +102,17 @@ def test_gpu_script_runs_its_tiny_rows_on_the_cpu(tmp_path: Path) -> None:
         [ln for ln in (tmp_path / "gpu-tiny.md").read_text().splitlines() if ln.startswith("|")]
     refused = run_script("gpu", "--device", "cpu")
     assert refused.returncode != 0 and "need one (--tiny" in refused.stderr
+
+
+def test_decode_memory_quick_run_decodes_every_row_to_the_same_output(tmp_path: Path) -> None:
+    """benchmarks/decode_memory.py --quick: the paper's multimodal decoder on 20,000 queries, three ways, each output
+    bitwise equal to the decode without overwrites."""
+    done = run_script("decode_memory", "--quick", "--threads", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    raw = json.loads((tmp_path / "decode_memory-quick.json").read_text())
+    assert list(raw["rows"]) == ["before", "in-place activations", "+ queries freed"]
+    assert all(r["equal_to_before"] and r["peak_extra_bytes"] > raw["output_bytes"] for r in raw["rows"].values())
+    assert raw["query_channels"] == 1026 and raw["options"]["outputs"] == 20_000
 
 
 def test_mlm_recipe_quick_run_trains_every_row(tmp_path: Path) -> None:

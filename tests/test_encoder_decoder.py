@@ -182,3 +182,77 @@ def test_activation_checkpointing_gives_identical_gradients():
     enc(x).square().sum().backward()
     for g, p in zip(plain, enc.parameters()):
         torch.testing.assert_close(p.grad, g)
+
+
+# ------------------------------------------------------------------------------------- inference overwrites
+
+
+def test_overwrites_only_in_eager_inference():
+    from perceiver_io.core.attention import overwrites_allowed
+
+    assert not overwrites_allowed()  # gradients recorded
+    with torch.no_grad():
+        assert overwrites_allowed()
+    with torch.inference_mode():
+        assert overwrites_allowed()
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_inference_decode_is_bitwise_the_recorded_one(residual):
+    """Under no_grad the decoder frees its queries and overwrites its own intermediates; every output equals, bit for
+    bit, the decode with gradients recorded (no overwrites), whole, chunked, masked and subsampled."""
+    torch.manual_seed(0)
+    dec = fourier_decoder(use_query_residual=residual, widening_factor=2)
+    z = torch.randn(2, 4, 16)
+    points = torch.randperm(210)[:50]
+    recorded = {"whole": dec(z), "chunked": dec(z, chunk_size=37),
+                "subsampled": dec(z, subsampled_output_points=points, chunk_size=9)}
+    with torch.no_grad():
+        inference = {"whole": dec(z), "chunked": dec(z, chunk_size=37),
+                     "subsampled": dec(z, subsampled_output_points=points, chunk_size=9)}
+    for key, value in recorded.items():
+        assert torch.equal(inference[key], value.detach()), key
+    caller = PerceiverDecoder(DecoderConfig(16, query=None, num_query_channels=10, num_output_channels=2)).eval()
+    q, mask = torch.randn(2, 33, 10), torch.rand(2, 33) > 0.3
+    q_before = q.clone()
+    for chunk_size in (8, None):
+        expected = caller(z, q, query_mask=mask, chunk_size=chunk_size)
+        with torch.no_grad():
+            assert torch.equal(caller(z, q, query_mask=mask, chunk_size=chunk_size), expected.detach()), chunk_size
+    assert torch.equal(q, q_before)  # caller-given queries are never overwritten
+
+
+def test_inference_decode_frees_its_queries_before_the_attention_and_their_norm_before_the_mlp():
+    import weakref
+
+    dec = fourier_decoder()
+    layer = dec.cross_attention
+    z = torch.randn(2, 4, 16)
+    refs: dict[str, weakref.ref] = {}
+    alive: dict[str, bool] = {}
+    made = dec.decoder_query
+
+    def make(*args):
+        queries = made(*args)
+        refs["raw"] = weakref.ref(queries)
+        return queries
+
+    hooks = [
+        layer.q_norm.register_forward_hook(lambda m, i, out: refs.__setitem__("normed", weakref.ref(out))),
+        layer.attention.register_forward_pre_hook(lambda m, i: alive.__setitem__("raw at attention",
+                                                                                 refs["raw"]() is not None)),
+        layer.mlp.register_forward_pre_hook(lambda m, i: alive.__setitem__("normed at mlp",
+                                                                           refs["normed"]() is not None)),
+    ]
+    dec.decoder_query = make  # type: ignore[method-assign]
+    try:
+        with torch.no_grad():
+            dec(z)
+        assert alive == {"raw at attention": False, "normed at mlp": False}
+        dec(z)  # recording gradients: the queries are kept for the backward
+        assert alive == {"raw at attention": True, "normed at mlp": True}
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with pytest.raises(ValueError, match="q_normed: a layer with the query residual"):
+        fourier_decoder(use_query_residual=True).cross_attention.forward_normed(torch.randn(1, 2, 16), z)

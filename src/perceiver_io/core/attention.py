@@ -63,9 +63,27 @@ def zero_unattended_keys(x_kv: torch.Tensor, attention_mask: torch.Tensor) -> to
     return torch.where(used[:, :, None], x_kv, 0.0)
 
 
+def overwrites_allowed() -> bool:
+    """Whether a layer may overwrite its own fresh intermediate tensors in place: in eager inference only (no
+    autograd graph being recorded, not traced, compiled or exported, which want functional graphs)."""
+    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting())
+
+
+class GELU(nn.GELU):
+    """:class:`torch.nn.GELU` that, in inference (:func:`overwrites_allowed`), overwrites its input: the MLP's
+    hidden activations ``[..., wC]`` are then held once instead of twice at the MLP's peak. Only for an input that
+    nothing else reads (the MLP's first Linear's output); the values are bitwise those of ``nn.GELU``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if overwrites_allowed():
+            return torch.ops.aten.gelu_(x, approximate=self.approximate)
+        return super().forward(x)
+
+
 def _gelu(activation: str) -> nn.GELU:
     check_choice("activation", activation, ACTIVATIONS)
-    return nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
+    return GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
 
 
 class MultiHeadAttention(nn.Module):
@@ -217,11 +235,25 @@ class CrossAttentionLayer(nn.Module):
         """``x_q [B, Nq, Cq]``, ``x_kv [B, Nk, Ckv]`` -> ``[B, Nq, Cq]``."""
         return self.residual_and_mlp(x_q, self.attention(self.q_norm(x_q), self.kv_norm(x_kv), attention_mask))
 
-    def residual_and_mlp(self, x_q: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    def forward_normed(
+        self, q_normed: torch.Tensor, x_kv: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`forward` given the queries already through :attr:`q_norm` (``q_normed [B, Nq, Cq]``), for a layer
+        without the query residual: a caller that made the raw queries can free them before the attention runs."""
+        if self.use_query_residual:
+            raise ValueError("q_normed: a layer with the query residual needs the raw queries; call forward")
+        attended = self.attention(q_normed, self.kv_norm(x_kv), attention_mask)
+        del q_normed  # freed here when the caller passed it without keeping a reference: not held through the MLP
+        return self.residual_and_mlp(None, attended)
+
+    def residual_and_mlp(self, x_q: torch.Tensor | None, attended: torch.Tensor) -> torch.Tensor:
         """The layer after its attention: ``attended [B, Nq, Cq]`` (the attention's output projection) -> dropout,
-        the query residual (if on) and the MLP block: ``[B, Nq, Cq]``. Shared with the chunked input path."""
+        the query residual (if on) and the MLP block: ``[B, Nq, Cq]``. Shared with the chunked input path.
+        ``x_q`` is read only with the query residual on."""
         a = self.dropout(attended)
-        x = x_q + a if self.use_query_residual else a
+        x = x_q + a if self.use_query_residual else a  # type: ignore[operator]
+        if overwrites_allowed():  # inference: add the residual into the MLP's fresh output, one [B, Nq, Cq] less
+            return self.mlp(self.mlp_norm(x)).add_(x)
         return x + self.mlp(self.mlp_norm(x))
 
 

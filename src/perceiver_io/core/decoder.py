@@ -15,7 +15,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .attention import ACTIVATIONS, CrossAttentionLayer
+from .attention import ACTIVATIONS, CrossAttentionLayer, overwrites_allowed
 from .config import ComponentConfig, DerivedSizeError
 from .init import linear
 from .position import PositionEncodingConfig, build_position_encoding, check_indices
@@ -133,6 +133,31 @@ class PerceiverDecoder(nn.Module):
         out = self.cross_attention(queries, latents, attention_mask)
         return self.output(out) if self.output is not None else out
 
+    def decode_made_queries(
+        self,
+        make_queries: Callable[[int, int], torch.Tensor],
+        start: int,
+        end: int,
+        latents: torch.Tensor,
+        query_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`decode_queries` of the queries ``make_queries(start, end)`` ``[B, end - start, C_q]``, with
+        ``query_mask [B, total]`` sliced to them: ``[B, end - start, C_out]``.
+
+        In inference without a query residual the raw queries are not read after their LayerNorm, and as they are
+        made here nothing else holds them, so they are freed right after it, and their LayerNorm after the
+        attention: the MLP then runs without a ``[B, O, C_q]`` copy of the queries beside it (for the paper's
+        multimodal decode, 803,297 x 1,026 floats: 3.3 GB). Numerically the same as :meth:`decode_queries`."""
+        mask = None if query_mask is None else query_mask[:, start:end]
+        layer = self.cross_attention
+        if layer.use_query_residual or not overwrites_allowed():
+            return self.decode_queries(make_queries(start, end), latents, mask)
+        attention_mask = None if mask is None else mask[:, :, None].expand(-1, -1, latents.shape[1])
+        # No name holds the queries or their LayerNorm: the raw ones die in q_norm, the normalised ones after the
+        # attention's projections (forward_normed drops them before the MLP).
+        out = layer.forward_normed(layer.q_norm(make_queries(start, end)), latents, attention_mask)
+        return self.output(out) if self.output is not None else out
+
     def forward(
         self,
         latents: torch.Tensor,
@@ -184,7 +209,8 @@ class PerceiverDecoder(nn.Module):
         if query_mask is not None:
             check_model_input("query_mask", query_mask, self)
         if chunk_size is None or chunk_size >= total:  # type: ignore[operator]
-            return self.decode_queries(self.decoder_query(batch, indices, subsampled), latents, query_mask)
+            return self.decode_made_queries(lambda start, end: self.decoder_query(batch, indices, subsampled), 0,
+                                            total, latents, query_mask)
 
         if indices is None:
             indices = torch.arange(total, device=latents.device)  # type: ignore[arg-type]
@@ -210,12 +236,11 @@ class PerceiverDecoder(nn.Module):
         the backward instead of kept, so training-time memory is bounded by one chunk plus the
         outputs, as in inference (at the cost of decoding each chunk twice)."""
         if chunk_size >= total:
-            out = self.decode_queries(make_queries(0, total), latents, query_mask)
+            out = self.decode_made_queries(make_queries, 0, total, latents, query_mask)
             return project(out) if project is not None else out
 
         def decode_chunk(start: int, end: int, latents: torch.Tensor) -> torch.Tensor:
-            mask = None if query_mask is None else query_mask[:, start:end]
-            chunk = self.decode_queries(make_queries(start, end), latents, mask)
+            chunk = self.decode_made_queries(make_queries, start, end, latents, query_mask)
             return project(chunk) if project is not None else chunk
 
         recompute = torch.is_grad_enabled()
