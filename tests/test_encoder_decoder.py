@@ -256,3 +256,18 @@ def test_inference_decode_frees_its_queries_before_the_attention_and_their_norm_
             hook.remove()
     with pytest.raises(ValueError, match="q_normed: a layer with the query residual"):
         fourier_decoder(use_query_residual=True).cross_attention.forward_normed(torch.randn(1, 2, 16), z)
+
+
+def test_inference_decode_goes_through_the_layers_call_when_something_hooks_it():
+    """A forward hook on the cross-attention (a user's capture, FSDP's parameter gathering) still sees the call."""
+    dec = fourier_decoder()
+    z = torch.randn(2, 4, 16)
+    seen = []
+    hook = dec.cross_attention.register_forward_hook(lambda m, inputs, out: seen.append(out.shape))
+    try:
+        with torch.no_grad():
+            dec(z)
+            dec(z, chunk_size=100)
+    finally:
+        hook.remove()
+    assert seen == [(2, 210, 21), (2, 100, 21), (2, 100, 21), (2, 10, 21)]  # the queries' 21 channels

@@ -150,7 +150,7 @@ class PerceiverDecoder(nn.Module):
         multimodal decode, 803,297 x 1,026 floats: 3.3 GB). Numerically the same as :meth:`decode_queries`."""
         mask = None if query_mask is None else query_mask[:, start:end]
         layer = self.cross_attention
-        if layer.use_query_residual or not overwrites_allowed():
+        if layer.use_query_residual or not overwrites_allowed() or not _runs_piecewise(layer):
             return self.decode_queries(make_queries(start, end), latents, mask)
         attention_mask = None if mask is None else mask[:, :, None].expand(-1, -1, latents.shape[1])
         # No name holds the queries or their LayerNorm: the raw ones die in q_norm, the normalised ones after the
@@ -256,6 +256,18 @@ class PerceiverDecoder(nn.Module):
                 out = chunk.new_empty(chunk.shape[0], total, chunk.shape[2])
             out[:, start:end] = chunk
         return out  # type: ignore[return-value]
+
+
+def _runs_piecewise(layer: nn.Module) -> bool:
+    """Whether ``layer`` may be run in pieces (its ``q_norm``, then :meth:`CrossAttentionLayer.forward_normed`)
+    instead of through its call: only a plain :class:`CrossAttentionLayer` with no forward hooks. A wrapper
+    (FSDP's, activation checkpointing's), FSDP2's in-place subclass and every forward hook (FSDP's parameter
+    gathering, a user's capture) act on the call, which the pieces would bypass."""
+    hooks = nn.modules.module
+    return type(layer) is CrossAttentionLayer and not (
+        layer._forward_hooks or layer._forward_pre_hooks
+        or hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+    )
 
 
 @dataclass
