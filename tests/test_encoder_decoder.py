@@ -271,3 +271,19 @@ def test_inference_decode_goes_through_the_layers_call_when_something_hooks_it()
     finally:
         hook.remove()
     assert seen == [(2, 210, 21), (2, 100, 21), (2, 100, 21), (2, 10, 21)]  # the queries' 21 channels
+
+
+def test_inference_overwrites_keep_the_dtype_of_an_autocast_residual():
+    """Under bf16 autocast an fp32 query plus the bf16 attention stays fp32 (the encoder's cross-attention with the
+    query residual): inference gives the recorded result, dtype included."""
+    from perceiver_io.core.attention import CrossAttentionLayer
+
+    torch.manual_seed(0)
+    layer = CrossAttentionLayer(16, 12, num_heads=2, use_query_residual=True, widening_factor=2).eval()
+    x_q, x_kv = torch.randn(2, 5, 16), torch.randn(2, 9, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        recorded = layer(x_q, x_kv)
+        with torch.no_grad():
+            inference = layer(x_q, x_kv)
+    assert recorded.dtype == inference.dtype == torch.float32
+    assert torch.equal(inference, recorded.detach())

@@ -252,9 +252,12 @@ class CrossAttentionLayer(nn.Module):
         ``x_q`` is read only with the query residual on."""
         a = self.dropout(attended)
         x = x_q + a if self.use_query_residual else a  # type: ignore[operator]
-        if overwrites_allowed():  # inference: add the residual into the MLP's fresh output, one [B, Nq, Cq] less
-            return self.mlp(self.mlp_norm(x)).add_(x)
-        return x + self.mlp(self.mlp_norm(x))
+        h = self.mlp(self.mlp_norm(x))
+        # Inference: add the residual into the MLP's fresh output, one [B, Nq, Cq] less; only where the sum keeps
+        # h's dtype (under autocast a bf16 h plus an fp32 residual is fp32, as the out-of-place sum gives).
+        if overwrites_allowed() and torch.promote_types(h.dtype, x.dtype) == h.dtype:
+            return h.add_(x)
+        return x + h
 
 
 class SelfAttentionLayer(nn.Module):
