@@ -119,7 +119,7 @@ def train(name: str, data: Any, val: list[dict[str, Any]], steps: int, eval_ever
     """One row: train ``steps`` steps, evaluating every ``eval_every``; the curve, seconds and parameters."""
     import torch
 
-    from perceiver_io.training.mlm import masked_lm_loss, unmasked_labels
+    from perceiver_io.training.mlm import faded_weight, masked_lm_loss, unmasked_labels
 
     spec, o = ROWS[name], OPTIMIZATION
     model = build(name)
@@ -140,7 +140,7 @@ def train(name: str, data: Any, val: list[dict[str, Any]], steps: int, eval_ever
         start = time.perf_counter()
         logits = model(batch["input_ids"], batch["attention_mask"])
         loss = masked_lm_loss(logits, batch["labels"], check_labels=False)
-        weight = spec["weight"] * (max(0.0, 1 - step / (steps / 2)) if spec["fade"] else 1.0)
+        weight = faded_weight(spec["weight"], step, steps // 2 if spec["fade"] else None)
         if weight > 0:
             visible = unmasked_labels(batch["input_ids"], batch["labels"], batch["attention_mask"])
             loss = loss + weight * masked_lm_loss(logits, visible, check_labels=False)

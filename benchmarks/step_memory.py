@@ -8,7 +8,7 @@ and ``input_chunk_size`` (the input cross-attention over chunks of input positio
 forward and backward). Each row runs in a fresh worker process (:mod:`_measure`): the model built, one warm-up step
 at full size, gradients dropped, then one measured step: peak RSS above the RSS before it (weights excluded,
 gradients and activations included) and its wall time. The loss is the sum of the logits, so every weight gets a
-gradient. About 4 minutes on 2 cores (``--quick``: a shrunken model on 32 x 32 images, for the tests).
+gradient. About 2.5 minutes on 2 cores (``--quick``: a shrunken model on 32 x 32 images, for the tests).
 """
 
 from typing import Any

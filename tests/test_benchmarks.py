@@ -174,8 +174,3 @@ def test_step_memory_quick_rows_compute_the_same_loss_and_keep_their_table(tmp_p
     md = (tmp_path / "step_memory-quick.md").read_text()
     assert [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:] == \
         ["transformers", "ours", "ours+both"]
-    again = run_script("step_memory", "--from-json", str(tmp_path / "step_memory-quick.json"), "--out",
-                       str(tmp_path / "again"))
-    assert again.returncode == 0, again.stderr
-    assert [ln for ln in (tmp_path / "again" / "step_memory-quick.md").read_text().splitlines()
-            if ln.startswith("|")] == [ln for ln in md.splitlines() if ln.startswith("|")]

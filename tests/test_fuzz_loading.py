@@ -150,16 +150,15 @@ def saved_model(kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dic
     return config, tensors, metadata, sum(p.numel() for p in model.parameters())
 
 
-def leaves(node: Any, path: tuple = ()) -> list[tuple]:
-    """Paths of every value in a JSON tree (dict keys and list indices), containers included."""
-    out = [path] if path else []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out += leaves(v, (*path, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out += leaves(v, (*path, i))
-    return out
+def paths(node: Any, path: tuple = ()) -> list[tuple]:
+    """Paths of every value in a JSON tree (dict keys and list indices), the root ``()`` and containers included."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return [path, *(p for k, v in items for p in paths(v, (*path, k)))]
+
+
+def leaves(node: Any) -> list[tuple]:
+    """Paths of every value below the root."""
+    return [p for p in paths(node) if p]
 
 
 def at(node: Any, path: tuple) -> Any:
@@ -168,15 +167,9 @@ def at(node: Any, path: tuple) -> Any:
     return node
 
 
-def dicts(node: Any, path: tuple = ()) -> list[tuple]:
-    out = [path] if isinstance(node, dict) else []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out += dicts(v, (*path, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out += dicts(v, (*path, i))
-    return out
+def dicts(node: Any) -> list[tuple]:
+    """Paths of every dict, the root included."""
+    return [p for p in paths(node) if isinstance(at(node, p), dict)]
 
 
 def mutate_config(draw: Draw, config: dict[str, Any]) -> Any:

@@ -151,10 +151,10 @@ def test_unmasked_labels_and_the_training_loss_with_the_unmasked_term():
     task._trainer = None
     assert tiny_task().current_unmasked_loss_weight() == 0.0
     for bad in (-1.0, float("nan"), float("inf"), True, "1"):
-        with pytest.raises(ValueError, match="unmasked_loss_weight: expected a finite number >= 0"):
+        with pytest.raises(ValueError, match=r"unmasked_loss_weight: expected a number in \[0, inf\)"):
             tiny_task(unmasked_loss_weight=bad)
     for bad in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="unmasked_loss_steps: expected an int >= 1 or None"):
+        with pytest.raises(ValueError, match="unmasked_loss_steps: expected an int >= 1"):
             tiny_task(unmasked_loss_weight=1.0, unmasked_loss_steps=bad)
 
 

@@ -251,7 +251,6 @@ def test_save_pretrained_removes_a_killed_writes_leftovers(tmp_path):
 
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
-    tmp_path.mkdir(exist_ok=True)
     leftovers = [tmp_path / f".model.safetensors.{process.pid}.12345678.tmp",
                  tmp_path / f".config.json.{process.pid}.abcdefgh.tmp"]
     for path in leftovers:

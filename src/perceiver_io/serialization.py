@@ -49,9 +49,10 @@ def model_component(model_type: str) -> Component:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename. A killed write's
+    temporary file is left (hidden, ``.{name}.{pid}.*.tmp``): writers of many files (flow frames) would otherwise
+    list their directory once per file; :func:`save_pretrained` clears its own with :func:`remove_stale_temporaries`."""
     path = Path(path)
-    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); give it the permissions open() would (0666 less the umask).
@@ -123,7 +124,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], *, sour
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     unique, aliases = _split_aliases(model.state_dict())
-    remove_stale_temporaries(directory / WEIGHTS_NAME)
+    for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
+        remove_stale_temporaries(directory / name)
     weights_tmp = temporary_name(directory / WEIGHTS_NAME)
     try:
         save_file(unique, str(weights_tmp), metadata={"aliases": json.dumps(aliases), "model_type": model_type})

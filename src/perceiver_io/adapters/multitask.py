@@ -15,6 +15,7 @@ token (``task_tokens``) carries no position, and the text keeps positions ``0 ..
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -245,10 +246,10 @@ def multitask_adapters(
     check_choice("method", method, METHODS)
     tasks = check_tasks("tasks", tasks)
     tokens = {"shared_token": 1, "task_tokens": len(tasks), "task_queries": 0}[method]
+    # Every field of the text adapter carried over (the task-token config extends it).
     inputs = TaskTokenTextInputAdapterConfig(
-        vocab_size=text.vocab_size, max_seq_len=text.max_seq_len, num_channels=text.num_channels,
-        init_scale=text.init_scale, embedding_init_scale=text.embedding_init_scale, num_task_tokens=tokens,
-    )
+        **{f.name: getattr(text, f.name) for f in dataclasses.fields(TextInputAdapterConfig) if f.init},
+        num_task_tokens=tokens)
     outputs = MultiTaskClassificationOutputAdapterConfig(
         tasks, PositionEncodingConfig("trainable", num_channels=num_query_channels),
         per_task_queries=method == "task_queries",

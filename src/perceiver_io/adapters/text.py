@@ -3,6 +3,7 @@ logits through the tied input embedding out (the official ``EmbeddingDecoder``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +13,7 @@ from ..core.config import with_sizes
 from ..core.init import trunc_normal_
 from ..core.position import TrainablePositionEncoding, check_indices
 from ..core.registry import register
-from ..core.validation import check_model_input, check_not_empty, check_positive, check_tensor
+from ..core.validation import check_model_input, check_not_empty, check_number, check_positive, check_tensor
 from .base import DecodeContext, InputAdapter, InputAdapterConfig, OutputAdapter, OutputAdapterConfig
 
 
@@ -36,9 +37,8 @@ class TextInputAdapterConfig(InputAdapterConfig):
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_seq_len", "num_channels"):
             check_positive(name, getattr(self, name))
-        value = self.embedding_init_scale
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"embedding_init_scale: expected a positive number (a std), got {value!r}")
+        for name in ("init_scale", "embedding_init_scale"):  # stds
+            check_number(name, getattr(self, name), 0, math.inf, low_open=True, high_open=True)
 
     @property
     def num_input_channels(self) -> int:

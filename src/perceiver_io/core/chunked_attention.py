@@ -1,7 +1,7 @@
 """The encoder's input cross-attention computed over chunks of input positions (flash-attention style).
 
-At paper-size inputs (ImageNet: M = 50,176 pixels) the first cross-attention dominates a training step's memory:
-the default path keeps ``LayerNorm(inputs) [B, M, C_in]``, k and v ``[B, M, qk/v channels]`` and the
+At paper-size inputs (ImageNet: M = 50,176 pixels) the first cross-attention holds the largest part of a training
+step's memory once the latent stack is checkpointed (``results/step_memory.md``): the default path keeps ``LayerNorm(inputs) [B, M, C_in]``, k and v ``[B, M, qk/v channels]`` and the
 probabilities ``[B, heads, N, M]`` for the backward, and activation checkpointing only moves that peak into the
 backward (which recomputes them all at once). :class:`ChunkedInputAttention` never holds more than one chunk of
 input positions: the forward runs an online softmax over chunks and saves only q, the output, the per-query
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import REDUCED_PRECISION, CrossAttentionLayer
-from .validation import check_positive
+from .validation import _autocast_dtype, check_positive
 
 
 def check_chunk_size(name: str, chunk_size: object) -> int | None:
@@ -59,20 +59,14 @@ def _keys_and_values(
     )
 
 
-def _logits(q: torch.Tensor, k: torch.Tensor, logit_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """Scaled logits ``[B, H, N, Mc]`` in ``dtype``, -inf where ``logit_mask [B, Mc]`` is False."""
-    s = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)).to(dtype)
+def _logits(q_scaled: torch.Tensor, k: torch.Tensor, logit_mask: torch.Tensor | None, dtype: torch.dtype
+            ) -> torch.Tensor:
+    """Logits ``[B, H, N, Mc]`` of the already scaled queries (``q / sqrt(Dqk)``) in ``dtype``, -inf where
+    ``logit_mask [B, Mc]`` is False."""
+    s = torch.matmul(q_scaled, k.transpose(-1, -2)).to(dtype)
     if logit_mask is not None:
         s = s.masked_fill(~logit_mask[:, None, None, :], float("-inf"))
     return s
-
-
-def _autocast_state(device_type: str) -> tuple[bool, torch.dtype | None]:
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except RuntimeError:  # a device type without autocast ("meta")
-        return False, None
-    return enabled, torch.get_autocast_dtype(device_type) if enabled else None
 
 
 class ChunkedInputAttention(torch.autograd.Function):
@@ -108,11 +102,12 @@ class ChunkedInputAttention(torch.autograd.Function):
         row_max = q.new_full((b, h, n), float("-inf"), dtype=acc_dtype)
         row_sum = q.new_zeros((b, h, n), dtype=acc_dtype)
         acc = None
+        q_scaled = q * q.shape[-1] ** -0.5  # once, not per chunk
         for start in range(0, x.shape[1], chunk_size):
             end = start + chunk_size
             chunk_mask = None if mask is None else mask[:, start:end]
             k, v = _keys_and_values(x[:, start:end], chunk_mask, params, eps, num_heads)
-            s = _logits(q, k, None if logit_mask is None else logit_mask[:, start:end], acc_dtype)
+            s = _logits(q_scaled, k, None if logit_mask is None else logit_mask[:, start:end], acc_dtype)
             new_max = torch.maximum(row_max, s.amax(dim=-1))
             # A chunk whose keys are all masked leaves a row at -inf; exp(-inf - -inf) would be NaN.
             safe_max = torch.where(torch.isinf(new_max), 0.0, new_max)
@@ -128,7 +123,7 @@ class ChunkedInputAttention(torch.autograd.Function):
         out = out.to(q.dtype)
         ctx.save_for_backward(q, x, mask, out, logsumexp, *params)
         ctx.eps, ctx.num_heads, ctx.chunk_size = eps, num_heads, chunk_size
-        ctx.autocast = _autocast_state(x.device.type)
+        ctx.autocast_dtype = _autocast_dtype(x.device.type)
         return out
 
     @staticmethod
@@ -136,9 +131,9 @@ class ChunkedInputAttention(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         q, x, mask, out, logsumexp, *params = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        enabled, dtype = ctx.autocast
+        dtype = ctx.autocast_dtype
         # The recomputation runs under the forward's autocast (as torch.amp.custom_bwd does).
-        with torch.autocast(x.device.type, dtype=dtype) if enabled else contextlib.nullcontext():
+        with torch.autocast(x.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
             return _backward(ctx, q, x, mask, out, logsumexp, params, grad_out, needs)
 
 
@@ -158,6 +153,8 @@ def _backward(
     Linears and the LayerNorm with autograd on that chunk alone."""
     acc_dtype = logsumexp.dtype
     scale = q.shape[-1] ** -0.5
+    q_scaled = q * scale  # the forward's logits' operand, and (in the accumulation dtype) dk's
+    q_acc = q_scaled.to(acc_dtype)
     logit_mask = None if mask is None else mask | ~mask.any(dim=1, keepdim=True)
     grad_out = grad_out.to(acc_dtype)
     delta = (grad_out * out.to(acc_dtype)).sum(dim=-1)  # [B, H, N]
@@ -174,16 +171,16 @@ def _backward(
         x_chunk = x[:, start:end].detach().requires_grad_(need_x)
         with torch.enable_grad():
             k, v = _keys_and_values(x_chunk, chunk_mask, tuple(leaves), ctx.eps, ctx.num_heads)
-        s = _logits(q, k.detach(), None if logit_mask is None else logit_mask[:, start:end], acc_dtype)
+        s = _logits(q_scaled, k.detach(), None if logit_mask is None else logit_mask[:, start:end], acc_dtype)
         p = torch.exp(s - logsumexp[..., None])  # masked keys: exp(-inf) = 0, no gradient
         grad_v = torch.matmul(p.transpose(-1, -2), grad_out)  # [B, H, Mc, Dv]
         grad_s = p * (torch.matmul(grad_out, v.detach().to(acc_dtype).transpose(-1, -2)) - delta[..., None])
         if grad_q is not None:
-            grad_q += torch.matmul(grad_s, k.detach().to(acc_dtype)) * scale
+            grad_q += torch.matmul(grad_s, k.detach().to(acc_dtype))  # scaled once after the loop
         sources = wanted + ([x_chunk] if need_x else [])
         if not sources:
             continue
-        grad_k = torch.matmul(grad_s.transpose(-1, -2), q.to(acc_dtype)) * scale  # [B, H, Mc, Dqk]
+        grad_k = torch.matmul(grad_s.transpose(-1, -2), q_acc)  # [B, H, Mc, Dqk]
         grads = torch.autograd.grad((k, v), sources, (grad_k.to(k.dtype), grad_v.to(v.dtype)), allow_unused=True)
         for i, g in zip((i for i, leaf in enumerate(leaves) if leaf.requires_grad), grads):
             if g is not None and param_grads[i] is None:
@@ -192,6 +189,8 @@ def _backward(
                 param_grads[i].add_(g)  # type: ignore[union-attr]
         if need_x:
             grad_x[:, start:end] = grads[-1]  # type: ignore[index]
+    if grad_q is not None:
+        grad_q *= scale
     param_grads = [
         (torch.zeros_like(p) if g is None else g.to(p.dtype)) if need else None
         for p, g, need in zip(params, param_grads, param_needs)

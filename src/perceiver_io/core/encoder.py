@@ -79,7 +79,8 @@ class PerceiverEncoder(nn.Module):
       runs over chunks of ``n`` input positions, flash-attention style
       (:class:`~perceiver_io.core.chunked_attention.ChunkedInputAttention`), in forward and backward. It never
       holds ``LayerNorm(inputs)``, k, v ``[B, M, channels]`` or the probabilities ``[B, heads, N, M]`` for all M
-      at once, which dominate a training step's memory at large M (ImageNet pixels). Same results up to rounding;
+      at once, the largest part of a training step's memory at large M once the latent stack is checkpointed
+      (``benchmarks/results/step_memory.md``). Same results up to rounding;
       costs about one more pass over the inputs in the backward. Not with attention dropout in training
       (``ValueError``).
     """

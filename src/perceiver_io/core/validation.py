@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -72,6 +73,18 @@ def check_probability(name: str, value: object) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
     if not ok:
         raise ValueError(f"{name}: expected a dropout rate in [0, 1), got {value!r}")
+
+
+def check_number(name: str, value: object, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> float:
+    """``value`` as a float; ``ValueError`` naming ``name`` unless it is a number (not a bool, not NaN) in the
+    interval from ``low`` to ``high`` (closed ends unless ``low_open`` / ``high_open``)."""
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value) and (
+        (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+    if not ok:
+        raise ValueError(f"{name}: expected a number in {lo}{low}, {high}{hi}, got {value!r}")
+    return float(value)
 
 
 def check_divisible(name: str, channels: int, num_heads: int) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.validation import check_choice, check_number
 from ..tokenizer import ByteTokenizer
 
 __all__ = ["IGNORE_INDEX", "MASK_UNITS", "byte_word_ids", "mask_words", "pack_documents", "whole_word_mask", "word_ids"]
@@ -134,14 +135,6 @@ def _check_range(name: str, ids: np.ndarray, vocab_size: int) -> None:
         raise ValueError(f"{name}: every id must be in [0, {vocab_size}), got {ids[where]} at index {list(where)}")
 
 
-def _check_probability(name: str, value: object, *, open_low: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value <= 1 if open_low
-                                                                                else 0 <= value <= 1)
-    if not ok:
-        raise ValueError(f"{name}: expected a number in {'(0, 1]' if open_low else '[0, 1]'}, got {value!r}")
-    return float(value)
-
-
 def whole_word_mask(
     input_ids: np.ndarray | torch.Tensor | Sequence[int],
     word_ids: np.ndarray | torch.Tensor,
@@ -197,9 +190,9 @@ def whole_word_mask(
         raise TypeError(f"word_ids: expected integer word indices, got dtype {words.dtype}")
     words = words.astype(np.int64, copy=False)
     counted_arr = words >= 0 if counted is None else _as_bool_array("counted", counted, shape)
-    mask_fraction = _check_probability("mask_fraction", mask_fraction, open_low=True)
-    mask_prob = _check_probability("mask_prob", mask_prob)
-    random_prob = _check_probability("random_prob", random_prob)
+    mask_fraction = check_number("mask_fraction", mask_fraction, 0, 1, low_open=True)
+    mask_prob = check_number("mask_prob", mask_prob, 0, 1)
+    random_prob = check_number("random_prob", random_prob, 0, 1)
     if mask_prob + random_prob > 1 + 1e-9:
         raise ValueError(f"mask_prob + random_prob: expected at most 1, got {mask_prob} + {random_prob}")
     if (not isinstance(random_range, (tuple, list)) or len(random_range) != 2
@@ -290,8 +283,7 @@ def mask_words(
     ``word_starts``, the budget counts every non-special piece, random ids are pieces (``first_piece_id`` ..
     ``vocab_size - 1``).  Special ids and padding are never masked.
     """
-    if unit not in MASK_UNITS:
-        raise ValueError(f"unit: expected one of {', '.join(map(repr, MASK_UNITS))}, got {unit!r}")
+    check_choice("unit", unit, MASK_UNITS)
     ids = _as_int_array("input_ids", input_ids)
     if tokenizer is None or isinstance(tokenizer, ByteTokenizer):
         _check_range("input_ids", ids, ByteTokenizer.vocab_size)

@@ -34,7 +34,7 @@ from torch.utils.data import (
     get_worker_info,
 )
 
-from ..core.validation import check_choice, check_positive
+from ..core.validation import check_choice, check_number, check_positive
 from ..tokenizer import ByteTokenizer
 from .masking import MASK_UNITS, mask_words, pack_documents
 from .sentencepiece_tokenizer import SentencePieceTokenizer, train_sentencepiece
@@ -351,8 +351,7 @@ class MaskedLanguageModelingDataModule(pl.LightningDataModule):
         self.source_kind = source_kind(source)
         if self.source_kind == "files":
             expand_paths(source)  # a missing file or empty glob fails here, not in a worker
-        if not isinstance(mask_fraction, (int, float)) or isinstance(mask_fraction, bool) or not 0 < mask_fraction <= 1:
-            raise ValueError(f"mask_fraction: expected a number in (0, 1], got {mask_fraction!r}")
+        check_number("mask_fraction", mask_fraction, 0, 1, low_open=True)
         check_positive("max_seq_len", max_seq_len)
         minimum = max(2, math.ceil(1 / mask_fraction))
         if max_seq_len < minimum:

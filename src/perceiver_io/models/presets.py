@@ -68,8 +68,10 @@ def language_perceiver_bytes(max_seq_len: int = 2048, vocab_size: int = 262) -> 
 GLUE_NUM_LABELS: dict[str, int] = {"cola": 2, "sst2": 2, "mrpc": 2, "qqp": 2, "stsb": 1, "mnli": 3, "qnli": 2, "rte": 2}
 
 
-def _byte_text(max_seq_len: int, vocab_size: int, num_channels: int = 768) -> TextInputAdapterConfig:
-    return TextInputAdapterConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, num_channels=num_channels)
+def _byte_text(max_seq_len: int, vocab_size: int, num_channels: int = 768,
+               embedding_init_scale: float = 1.0) -> TextInputAdapterConfig:
+    return TextInputAdapterConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, num_channels=num_channels,
+                                  embedding_init_scale=embedding_init_scale)
 
 
 def _byte_encoder(num_latent_channels: int = 1280, num_self_attends: int = 26, dropout: float = 0.0) -> EncoderConfig:
@@ -141,11 +143,6 @@ position supervised, batch 16, AdamW lr 2e-3, 2 threads): 99 % of the letters ri
 after 400 with 1.0 (``tests/test_language_init.py``, a slow test, repeats the 0.02 run)."""
 
 
-def _small_text(max_seq_len: int, vocab_size: int, num_channels: int) -> TextInputAdapterConfig:
-    return TextInputAdapterConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, num_channels=num_channels,
-                                  embedding_init_scale=SMALL_EMBEDDING_INIT_SCALE)
-
-
 def _small_encoder(num_latents: int, num_latent_channels: int, num_self_attends: int, num_heads: int,
                    widening_factor: int, dropout: float) -> EncoderConfig:
     return EncoderConfig(
@@ -173,7 +170,7 @@ def language_bytes_small(
     of ``text_classifier_small`` and ``glue_multitask_small`` (same size arguments)."""
     query = PositionEncodingConfig("trainable", (max_seq_len,), num_channels=num_channels)
     return PerceiverIOConfig(
-        _small_text(max_seq_len, vocab_size, num_channels),
+        _byte_text(max_seq_len, vocab_size, num_channels, SMALL_EMBEDDING_INIT_SCALE),
         _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),
         _small_decoder(query, num_channels, num_heads, widening_factor, dropout),
         TiedEmbeddingOutputAdapterConfig(),
@@ -191,7 +188,7 @@ def text_classifier_small(
     672,898 parameters for 2 classes at the defaults."""
     query = PositionEncodingConfig("trainable", (1,), num_channels=num_channels)
     return PerceiverIOConfig(
-        _small_text(max_seq_len, vocab_size, num_channels),
+        _byte_text(max_seq_len, vocab_size, num_channels, SMALL_EMBEDDING_INIT_SCALE),
         _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),
         _small_decoder(query, num_channels, num_heads, widening_factor, dropout, num_classes),
         ClassificationOutputAdapterConfig(num_classes),
@@ -209,7 +206,7 @@ def glue_multitask_small(
     eight GLUE tasks); 675,600 parameters for the eight tasks with ``task_queries`` at the defaults
     (674,832 ``shared_token``, 675,728 ``task_tokens``)."""
     inputs, outputs = multitask_adapters(method, GLUE_NUM_LABELS if tasks is None else tasks,
-                                         _small_text(max_seq_len, vocab_size, num_channels), num_channels)
+                                         _byte_text(max_seq_len, vocab_size, num_channels, SMALL_EMBEDDING_INIT_SCALE), num_channels)
     return PerceiverIOConfig(
         inputs,
         _small_encoder(num_latents, num_latent_channels, num_self_attends, num_heads, widening_factor, dropout),

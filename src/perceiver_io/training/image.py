@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import torchmetrics
 
 from ..models.image import ImageClassifier
+from ..core.validation import check_number
 from .predictions import classification_records
 from .task import PerceiverTask
 
@@ -25,9 +26,7 @@ class ImageClassificationTask(PerceiverTask):
     model_class = ImageClassifier
 
     def __init__(self, *args: Any, label_smoothing: float = 0.1, **kwargs: Any) -> None:
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-                or not 0 <= label_smoothing <= 1:
-            raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing!r}")
+        check_number("label_smoothing", label_smoothing, 0, 1)
         super().__init__(*args, **kwargs)
         self.label_smoothing = label_smoothing
         num_classes = self.model.output_adapter.config.num_classes

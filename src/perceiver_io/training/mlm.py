@@ -27,14 +27,16 @@ neighbouring bytes at 29.8 % and a plain 4-layer Transformer encoder of the same
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torchmetrics
 
-from ..core.validation import check_choice, check_tensor
+from ..core.validation import check_choice, check_number, check_tensor
 from ..models.language import MaskedLanguageModel
+from .optim import _check_int
 from .task import PerceiverTask
 
 IGNORE_INDEX = -100
@@ -62,6 +64,13 @@ def unmasked_labels(input_ids: torch.Tensor, labels: torch.Tensor,
         check_tensor("attention_mask", attention_mask, tuple(input_ids.shape))
         visible = visible & attention_mask.bool()
     return torch.where(visible, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+
+
+def faded_weight(weight: float, step: int, steps: int | None) -> float:
+    """``weight`` faded linearly to 0 over ``steps`` optimizer steps, at ``step`` (``steps`` None: constant)."""
+    if steps is None:
+        return weight
+    return weight * max(0.0, 1.0 - step / steps)
 
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, check_labels: bool = True) -> torch.Tensor:
@@ -125,15 +134,12 @@ class MaskedLanguageModelingTask(PerceiverTask):
     def __init__(self, *args: Any, decode: str = "masked", unmasked_loss_weight: float = 0.0,
                  unmasked_loss_steps: int | None = None, **kwargs: Any) -> None:
         check_choice("decode", decode, DECODE_MODES)
-        if isinstance(unmasked_loss_weight, bool) or not isinstance(unmasked_loss_weight, (int, float)) \
-                or not 0 <= unmasked_loss_weight < float("inf"):
-            raise ValueError(f"unmasked_loss_weight: expected a finite number >= 0, got {unmasked_loss_weight!r}")
-        if unmasked_loss_steps is not None and (isinstance(unmasked_loss_steps, bool)
-                                                or not isinstance(unmasked_loss_steps, int) or unmasked_loss_steps < 1):
-            raise ValueError(f"unmasked_loss_steps: expected an int >= 1 or None, got {unmasked_loss_steps!r}")
+        weight = check_number("unmasked_loss_weight", unmasked_loss_weight, 0, math.inf, high_open=True)
+        if unmasked_loss_steps is not None:
+            _check_int("unmasked_loss_steps", unmasked_loss_steps, 1)
         super().__init__(*args, **kwargs)
         self.decode = decode
-        self.unmasked_loss_weight, self.unmasked_loss_steps = float(unmasked_loss_weight), unmasked_loss_steps
+        self.unmasked_loss_weight, self.unmasked_loss_steps = weight, unmasked_loss_steps
         # Keyed "<stage>_": a ModuleDict key "train" would shadow nn.Module.train.
         self.loss_metric = torch.nn.ModuleDict({f"{s}_": torchmetrics.MeanMetric() for s in ("val", "test")})
         self.accuracy_metric = torch.nn.ModuleDict({f"{s}_": torchmetrics.MeanMetric() for s in ("val", "test")})
@@ -189,15 +195,17 @@ class MaskedLanguageModelingTask(PerceiverTask):
         """Logits ``[B, L, V]`` of ``input_ids [B, L]`` (or ``[B, n, V]`` at ``subsampled_output_points [n]``)."""
         return self.forward_model(input_ids, attention_mask, subsampled_output_points)
 
-    def masked_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits [B, n, V], labels [B, n])`` at the decoded positions (the masked union, or all ``L``); the
-        labels are -100 where a row is not masked. A batch with no masked position decodes position 0 only."""
+    def masked_logits(self, batch: dict[str, torch.Tensor], every_position: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits [B, n, V], labels [B, n])`` at the decoded positions (the masked union, or all ``L`` with
+        ``decode="all"`` or ``every_position``); the labels are -100 where a row is not masked. A batch with no
+        masked position decodes position 0 only."""
         input_ids, labels = batch["input_ids"], batch["labels"]
         attention_mask = batch.get("attention_mask")
         if labels.shape != input_ids.shape:
             raise ValueError(f"labels: expected the shape of input_ids {list(input_ids.shape)}, "
                              f"got {list(labels.shape)}")
-        if self.decode == "all":
+        if self.decode == "all" or every_position:
             return self(input_ids, attention_mask), labels
         points = masked_positions(labels)
         if points.numel() == 0:
@@ -221,31 +229,21 @@ class MaskedLanguageModelingTask(PerceiverTask):
 
     def current_unmasked_loss_weight(self) -> float:
         """``unmasked_loss_weight`` at the current optimizer step (faded over ``unmasked_loss_steps``)."""
-        weight = self.unmasked_loss_weight
-        if weight == 0 or self.unmasked_loss_steps is None:
-            return weight
         step = self.global_step if self._trainer is not None else 0
-        return weight * max(0.0, 1.0 - step / self.unmasked_loss_steps)
+        return faded_weight(self.unmasked_loss_weight, step, self.unmasked_loss_steps)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         weight = self.current_unmasked_loss_weight()
-        if weight == 0:
-            logits, labels = self.masked_logits(batch)
-            loss = masked_lm_loss(logits, labels, check_labels=False)
-            self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
-            return loss
-        input_ids, labels, attention_mask = batch["input_ids"], batch["labels"], batch.get("attention_mask")
-        if labels.shape != input_ids.shape:
-            raise ValueError(f"labels: expected the shape of input_ids {list(input_ids.shape)}, "
-                             f"got {list(labels.shape)}")
-        logits = self(input_ids, attention_mask)
-        masked = masked_lm_loss(logits, labels, check_labels=False)
-        unmasked = masked_lm_loss(logits, unmasked_labels(input_ids, labels, attention_mask), check_labels=False)
-        loss = masked + weight * unmasked
+        logits, labels = self.masked_logits(batch, every_position=weight > 0)
+        loss = masked_lm_loss(logits, labels, check_labels=False)
         size = labels.shape[0]
+        if weight > 0:
+            visible = unmasked_labels(batch["input_ids"], labels, batch.get("attention_mask"))
+            unmasked = masked_lm_loss(logits, visible, check_labels=False)
+            self.log("train/masked_loss", loss, batch_size=size)
+            self.log("train/unmasked_loss", unmasked, batch_size=size)
+            loss = loss + weight * unmasked
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log("train/masked_loss", masked, batch_size=size)
-        self.log("train/unmasked_loss", unmasked, batch_size=size)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from ..core.validation import check_number
+
 __all__ = [
     "ConstantThenCosine",
     "Lamb",
@@ -45,22 +47,6 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.La
     (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 )
 """Module types whose parameters are never weight-decayed (BatchNorm/InstanceNorm/SyncBatchNorm via ``_NormBase``)."""
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_range(name: str, value: object, low: float, high: float, *, low_open: bool = False,
-                 high_open: bool = False) -> float:
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-    if not _is_number(value) or math.isnan(value):
-        raise ValueError(f"{name}: expected a number in {lo}{low}, {high}{hi}, got {value!r}")
-    ok_low = value > low if low_open else value >= low
-    ok_high = value < high if high_open else value <= high
-    if not (ok_low and ok_high):
-        raise ValueError(f"{name}: expected a number in {lo}{low}, {high}{hi}, got {value!r}")
-    return float(value)
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None, *, high_name: str | None = None) -> int:
@@ -124,15 +110,15 @@ class Lamb(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
     ) -> None:
-        _check_range("lr", lr, 0.0, math.inf)
+        check_number("lr", lr, 0.0, math.inf)
         if not isinstance(betas, Sequence) or len(betas) != 2:
             raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-        _check_range("betas[0]", betas[0], 0.0, 1.0, high_open=True)
-        _check_range("betas[1]", betas[1], 0.0, 1.0, high_open=True)
-        _check_range("eps", eps, 0.0, math.inf)
-        _check_range("weight_decay", weight_decay, 0.0, math.inf)
+        check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
+        check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
+        check_number("eps", eps, 0.0, math.inf)
+        check_number("weight_decay", weight_decay, 0.0, math.inf)
         if max_grad_norm is not None:
-            _check_range("max_grad_norm", max_grad_norm, 0.0, math.inf, low_open=True)
+            check_number("max_grad_norm", max_grad_norm, 0.0, math.inf, low_open=True)
         if foreach not in (None, True, False):
             raise ValueError(f"foreach: expected None, True or False, got {foreach!r}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
@@ -292,7 +278,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     ``layer_norm`` or ``batchnorm``): the MLM's output bias (haiku name ``embedding_decoder/bias``) is decayed there but
     not here; everything in the released image and language models is otherwise treated the same.
     """
-    _check_range("weight_decay", weight_decay, 0.0, math.inf)
+    check_number("weight_decay", weight_decay, 0.0, math.inf)
     order: dict[int, nn.Parameter] = {}
     no_decay: set[int] = set()
     for module in model.modules():
@@ -313,7 +299,7 @@ def batch_scaled_lr(batch_size: int, base_lr: float = 5e-4, reference_batch_size
     """The official linear scaling rule: ``base_lr * batch_size / reference_batch_size`` (5e-4 per 256 images)."""
     _check_int("batch_size", batch_size, 1)
     _check_int("reference_batch_size", reference_batch_size, 1)
-    _check_range("base_lr", base_lr, 0.0, math.inf)
+    check_number("base_lr", base_lr, 0.0, math.inf)
     return base_lr * batch_size / reference_batch_size
 
 
@@ -365,8 +351,8 @@ class ConstantThenCosine:
 
     def __init__(self, total_steps: int, constant_fraction: float = 0.5, min_factor: float = 0.0) -> None:
         self.total_steps = _check_int("total_steps", total_steps, 1)
-        self.constant_fraction = _check_range("constant_fraction", constant_fraction, 0.0, 1.0)
-        self.min_factor = _check_range("min_factor", min_factor, 0.0, 1.0)
+        self.constant_fraction = check_number("constant_fraction", constant_fraction, 0.0, 1.0)
+        self.min_factor = check_number("min_factor", min_factor, 0.0, 1.0)
         self.constant_steps = int(self.constant_fraction * self.total_steps)
 
     def __call__(self, step: int) -> float:
@@ -388,7 +374,7 @@ class WarmupCosine:
     def __init__(self, total_steps: int, warmup_steps: int, min_factor: float = 0.0) -> None:
         self.total_steps = _check_int("total_steps", total_steps, 1)
         self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0, total_steps, high_name="total_steps")
-        self.min_factor = _check_range("min_factor", min_factor, 0.0, 1.0)
+        self.min_factor = check_number("min_factor", min_factor, 0.0, 1.0)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
