@@ -262,3 +262,67 @@ def test_data_shape_check_allows_any_size_for_fourier_models():
         setup_with((3, 8, 8))
     with pytest.raises(ValueError, match="data: the model has 10 classes, the data has 4"):
         setup_with((1, 8, 8), classes=4)
+
+
+def test_augmented_probabilities_average_the_image_and_its_seeded_views():
+    from perceiver_io.training.image import augmented_probabilities
+
+    torch.manual_seed(0)
+    model = ImageClassificationTask(preset="digits_fourier").model.eval()
+    data = DigitsDataModule(rotate=6.0, scale=0.05, translate=0.5)
+    data.setup()
+    images = data.datasets["test"].tensors[0][:12]
+    with torch.no_grad():
+        alone = augmented_probabilities(model, images, data.augment, 0)
+        torch.testing.assert_close(alone, model(images).softmax(-1), rtol=0, atol=0)
+        mean = augmented_probabilities(model, images, data.augment, 3, seed=5)
+        generator = torch.Generator().manual_seed(5)
+        views = [images] + [data.augment(images, generator) for _ in range(3)]
+        expected = torch.stack([model(v).softmax(-1) for v in views]).mean(0)
+        torch.testing.assert_close(mean, expected)
+        assert not torch.allclose(mean, alone)  # the warped views change the probabilities
+        torch.testing.assert_close(augmented_probabilities(model, images, data.augment, 3, seed=5), mean,
+                                   rtol=0, atol=0)  # seeded: the same views on every call
+        assert not torch.equal(augmented_probabilities(model, images, data.augment, 3, seed=6), mean)
+    torch.testing.assert_close(mean.sum(-1), torch.ones(12))
+    with pytest.raises(ValueError, match=r"views: expected a non-negative int, got -1"):
+        augmented_probabilities(model, images, data.augment, -1)
+
+
+def test_digits_augment_is_the_training_warp_or_nothing():
+    plain = DigitsDataModule()
+    plain.setup()
+    images = plain.datasets["test"].tensors[0][:8]
+    assert plain.augment(images) is images  # no augmentation configured: nothing to warp
+    warped = DigitsDataModule(rotate=6.0, translate=0.5).augment(images, torch.Generator().manual_seed(0))
+    assert warped.shape == images.shape and not torch.equal(warped, images)
+
+
+def test_test_views_run_test_time_augmentation_in_test_only(tmp_path):
+    from perceiver_io.training.image import augmented_probabilities
+
+    pl.seed_everything(0)
+    data = DigitsDataModule(batch_size=64, rotate=6.0, scale=0.05, translate=0.5)
+    task = tiny_task(test_views=4)
+    trainer(tmp_path, max_steps=60).fit(task, datamodule=data)
+    [result] = trainer(tmp_path).test(task, datamodule=data, verbose=False)
+    correct, nll, single_nll = 0, 0.0, 0.0
+    task.eval()
+    with torch.no_grad():
+        for i, (images, labels) in enumerate(data.test_dataloader()):  # batch i's views: seed i
+            probabilities = augmented_probabilities(task.model, images, data.augment, 4, seed=i)
+            correct += int((probabilities.argmax(-1) == labels).sum())
+            nll += float(torch.nn.functional.nll_loss(probabilities.log(), labels, reduction="sum"))
+            single_nll += float(torch.nn.functional.cross_entropy(task.model(images), labels, reduction="sum"))
+    assert result["test/acc"] == pytest.approx(correct / 360, abs=1e-6)
+    assert result["test/loss"] == pytest.approx(nll / 360, rel=1e-5)
+    assert abs(nll - single_nll) / 360 > 1e-3  # the views changed what was measured
+
+    with pytest.raises(ValueError, match=r"test_views: expected a non-negative int, got 1.5"):
+        tiny_task(test_views=1.5)
+    from types import SimpleNamespace
+
+    task._trainer = SimpleNamespace(datamodule=SimpleNamespace(image_shape=(1, 8, 8), num_classes=10))
+    with pytest.raises(ValueError, match=r"test_views: expected a data module with an augment\(images, generator\)"):
+        task.setup("test")
+    task._trainer = None

@@ -160,10 +160,23 @@ class DigitsDataModule(pl.LightningDataModule):
             t = torch.from_numpy(self.indices[split])
             self.datasets[split] = TensorDataset(pixels[t].contiguous(), targets[t].contiguous())
 
+    @property
+    def background(self) -> float:
+        """The value of a blank pixel (what a warp fills in): -1 when ``normalize``, else 0."""
+        return -1.0 if self.normalize else 0.0
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``images [B, 1, 8, 8]`` warped by this module's training augmentation (:func:`random_affine` with
+        ``rotate``, ``scale``, ``shear``, ``translate``), one random warp per image; the images themselves when
+        all four are 0. Test-time augmentation uses it (``ImageClassificationTask(test_views=...)``)."""
+        if not any(self.affine):
+            return images
+        return random_affine(images, *self.affine, background=self.background, generator=generator)
+
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
         collate = None
         if split == "train" and any(self.affine):
-            collate = RandomAffineCollate(*self.affine, background=-1.0 if self.normalize else 0.0)
+            collate = RandomAffineCollate(*self.affine, background=self.background)
         self.setup()
         kwargs: dict[str, Any] = {"batch_size": self.batch_size, "num_workers": self.num_workers,
                                   "persistent_workers": self.num_workers > 0, "collate_fn": collate}

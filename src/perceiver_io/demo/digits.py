@@ -31,9 +31,14 @@ DIGITS_OPTIMIZATION: dict[str, Any] = dict(
     optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="warmup_cosine", warmup_fraction=0.06,
     max_grad_norm=1.0, label_smoothing=0.05,
 )
-DIGITS_TASK: dict[str, Any] = dict(preset="digits_fourier", **DIGITS_OPTIMIZATION)
+DIGITS_TEST_VIEWS = 16
+"""Test-time augmentation: each test image's class probabilities are averaged with those of 16 copies warped
+as in training (``ImageClassificationTask(test_views=16)``; chosen before looking at the test split: over seeds
+0-2 it cut the validation errors from 12 to 8 of 540)."""
+DIGITS_TASK: dict[str, Any] = dict(preset="digits_fourier", **DIGITS_OPTIMIZATION, test_views=DIGITS_TEST_VIEWS)
 """``ImageClassificationTask`` arguments of the Perceiver IO (class-query decoder)."""
-DIGITS_AVERAGE_TASK: dict[str, Any] = dict(preset="digits_fourier", overrides={"decoder": "average"}, **DIGITS_OPTIMIZATION)
+DIGITS_AVERAGE_TASK: dict[str, Any] = dict(preset="digits_fourier", overrides={"decoder": "average"},
+                                           **DIGITS_OPTIMIZATION, test_views=DIGITS_TEST_VIEWS)
 """The same model with the original Perceiver's decoder (average the latents, then one Linear)."""
 
 SEED = 0
@@ -52,7 +57,7 @@ def _train(out: Path, name: str, task_kwargs: dict[str, Any], quick: bool) -> di
     from lightning.pytorch.loggers import CSVLogger
 
     from ..data import DigitsDataModule
-    from ..training.image import ImageClassificationTask
+    from ..training.image import ImageClassificationTask, augmented_probabilities
 
     pl.seed_everything(SEED, verbose=False)
     data = DigitsDataModule(seed=SEED, **DIGITS_DATA)
@@ -69,9 +74,11 @@ def _train(out: Path, name: str, task_kwargs: dict[str, Any], quick: bool) -> di
     model = task.model.eval()
     images, labels = data.datasets["test"].tensors
     with torch.no_grad():
-        preds = model(images).argmax(-1)
+        single = model(images).argmax(-1)
+        preds = augmented_probabilities(model, images, data.augment, task.test_views).argmax(-1)
     return {"model": model, "data": data, "seconds": seconds, "preds": preds, "labels": labels,
-            "accuracy": float((preds == labels).float().mean()), "epochs": trainer.current_epoch,
+            "accuracy": float((preds == labels).float().mean()),
+            "single_view_accuracy": float((single == labels).float().mean()), "epochs": trainer.current_epoch,
             "steps": trainer.global_step, "metrics_csv": out / "logs" / name / "metrics.csv",
             "parameters": sum(p.numel() for p in model.parameters())}
 
@@ -137,7 +144,7 @@ def _learning_curves(runs: dict[str, dict[str, Any]], png: Path) -> None:
         ax_loss.plot(c["step"], c["loss"], color=colour, alpha=0.25, linewidth=0.8)
         ax_loss.plot(c["step"], _smooth(c["loss"], 8), color=colour, linewidth=1.8, label=label)
         ax_acc.plot(c["val_step"], c["val_acc"], color=colour, marker="o", markersize=2.5, linewidth=1.4,
-                    label=f"{label}: test {100 * run['accuracy']:.2f}%")
+                    label=f"{label}: test {100 * run['accuracy']:.2f}% ({DIGITS_TEST_VIEWS + 1} views)")
     ax_loss.set_xlabel("optimiser step")
     ax_loss.set_ylabel("training loss (label-smoothed cross-entropy)")
     ax_loss.set_title("training loss (faint: every 10 steps; bold: moving average)", fontsize=10)
@@ -145,7 +152,7 @@ def _learning_curves(runs: dict[str, dict[str, Any]], png: Path) -> None:
     ax_loss.grid(alpha=0.3)
     ax_acc.set_xlabel("optimiser step")
     ax_acc.set_ylabel("validation accuracy (%), 180 images")
-    ax_acc.set_title("validation accuracy after each epoch", fontsize=10)
+    ax_acc.set_title("validation accuracy after each epoch (one view per image)", fontsize=10)
     ax_acc.legend(fontsize=9, loc="lower right")
     ax_acc.grid(alpha=0.3)
     curves = {name: _read_curves(run["metrics_csv"]) for name, run in runs.items()}
@@ -188,7 +195,8 @@ def _confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, png: Path) -> N
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
-    ax.set_title(f"Perceiver IO, 360 test images: {wrong} wrong (red)", fontsize=10)
+    ax.set_title(f"Perceiver IO, 360 test images ({DIGITS_TEST_VIEWS + 1} views each): {wrong} wrong (red)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -232,6 +240,7 @@ def _count(accuracy: float, n: int) -> str:
 
 def run(out: Path, quick: bool = False) -> SectionResult:
     from .. import from_pretrained
+    from ..training.image import augmented_probabilities
 
     runs = {"class_query": _train(out, "class_query", DIGITS_TASK, quick),
             "average": _train(out, "average", DIGITS_AVERAGE_TASK, quick)}
@@ -242,7 +251,7 @@ def run(out: Path, quick: bool = False) -> SectionResult:
     reloaded = from_pretrained(out / "model").eval()
     images = data.datasets["test"].tensors[0]
     with torch.no_grad():
-        preds = reloaded(images).argmax(-1)
+        preds = augmented_probabilities(reloaded, images, data.augment, DIGITS_TEST_VIEWS).argmax(-1)
     identical = bool(torch.equal(preds, main["preds"]))
     if not identical:
         raise RuntimeError("digits: the reloaded model does not reproduce the trained model's predictions")
@@ -262,7 +271,9 @@ def run(out: Path, quick: bool = False) -> SectionResult:
         "recipe": {"epochs": DIGITS_EPOCHS, "data": DIGITS_DATA, "optimization": DIGITS_OPTIMIZATION,
                    "quick_steps": QUICK_STEPS if quick else None},
         "models": {
-            name: {"test_accuracy": round(r["accuracy"], 4), "train_seconds": round(r["seconds"], 1),
+            name: {"test_accuracy": round(r["accuracy"], 4),
+                   "single_view_test_accuracy": round(r["single_view_accuracy"], 4),
+                   "train_seconds": round(r["seconds"], 1),
                    "parameters": r["parameters"], "epochs": r["epochs"], "steps": r["steps"]}
             for name, r in runs.items()
         },
@@ -271,23 +282,28 @@ def run(out: Path, quick: bool = False) -> SectionResult:
         "baselines": baselines,
     }
 
-    columns = ["model", "test accuracy (360 images)", "parameters", "training"]
-    rows = [[MODEL_LABELS[name], _count(r["accuracy"], n_test),
+    views = f"test accuracy (360 images), mean of {DIGITS_TEST_VIEWS + 1} views"
+    columns = ["model", views, "one view", "parameters", "training"]
+    rows = [[MODEL_LABELS[name], _count(r["accuracy"], n_test), _count(r["single_view_accuracy"], n_test),
              f"{r['parameters']:,}", f"{r['epochs']} epoch{'s' * (r['epochs'] != 1)}, {r['steps']} steps, {r['seconds']:.0f} s"]
             for name, r in runs.items()]
     lr, svm = baselines["logistic_regression"], baselines["rbf_svm"]
-    rows.append([f"logistic regression (C={lr['C']:g})", _count(lr["test_accuracy"], n_test), f"{lr['size']:,}",
+    rows.append([f"logistic regression (C={lr['C']:g})", "-", _count(lr["test_accuracy"], n_test), f"{lr['size']:,}",
                  f"scikit-learn, {len(BASELINE_C)} fits, {lr['seconds']:.1f} s"])
-    rows.append([f"RBF SVM (C={svm['C']:g}, gamma=scale)", _count(svm["test_accuracy"], n_test),
+    rows.append([f"RBF SVM (C={svm['C']:g}, gamma=scale)", "-", _count(svm["test_accuracy"], n_test),
                  f"{svm['size']:,} support vectors", f"scikit-learn, {len(BASELINE_C)} fits, {svm['seconds']:.1f} s"])
     summary = (f"A {main['parameters']:,}-parameter Perceiver IO reading raw 8x8 pixels with 2D Fourier features "
                f"(no convolutions) classifies {_pct(main['accuracy'])} of the {n_test} held-out test digits after "
-               f"{main['seconds']:.0f} s of training on the CPU ({n_train} training images).")
+               f"{main['seconds']:.0f} s of training on the CPU ({n_train} training images), averaging each digit's "
+               f"class probabilities over the digit and {DIGITS_TEST_VIEWS} randomly warped copies "
+               f"({_pct(main['single_view_accuracy'])} from the digit alone).")
     facts = [
         ("recipe", f"AdamW lr {DIGITS_OPTIMIZATION['lr']:g}, weight decay {DIGITS_OPTIMIZATION['weight_decay']:g}, "
                    f"warm-up + cosine, batch {DIGITS_DATA['batch_size']}, label smoothing "
                    f"{DIGITS_OPTIMIZATION['label_smoothing']:g}, {DIGITS_EPOCHS} epochs, seed {SEED}"),
         ("augmentation", ", ".join(f"{k} {v:g}" for k, v in DIGITS_DATA.items() if k != "batch_size") or "none"),
+        ("test-time views", f"the test image and {DIGITS_TEST_VIEWS} copies warped as in training, class "
+                                   "probabilities averaged (ImageClassificationTask(test_views=...))"),
         ("saved + reloaded", f"{out.name}/model/ (save_pretrained, from_pretrained): {_pct(correct / n_test)}, "
                              f"predictions identical = {identical}"),
     ]
