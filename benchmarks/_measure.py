@@ -1,20 +1,20 @@
 """What the CPU benchmarks share: timing, peak memory in fresh worker processes, contention, the
 transformers builder, ``--rows``, progress and the ``results/NAME.{md,json}`` files (Linux: reads ``/proc``).
 
-* Time: ``torch.utils.benchmark.Timer.adaptive_autorange`` where a row repeats one call until its
-  spread is small (``scaling.py``, ``attention_cpu.py``); single calls by :func:`timer` (a
-  :class:`timeit.Timer`) where implementations alternate (``vs_transformers.py``) or the best of a
-  few runs is wanted (``gemm_bound.py``). Garbage collection stays on while timing, as users run.
+* Time: ``torch.utils.benchmark.Timer.adaptive_autorange`` (:func:`autorange`) where a row repeats one call until
+  its spread is small (``scaling.py``, ``attention_cpu.py``); single calls, by :func:`watch` where implementations
+  alternate (``vs_transformers.py``) and by :func:`timer` (a :class:`timeit.Timer`) where the best of a few runs is
+  wanted (``gemm_bound.py``). Garbage collection stays on while timing, as users run.
 * Peak memory: each measured row runs in a fresh worker process (:func:`run_worker`: the script
   re-invoked with ``--worker SPEC``): peak RSS cannot be attributed to one of several runs in one
-  process (heap kept from an earlier run is reused without raising the RSS). :func:`start_peak`
+  process (heap kept from an earlier run is reused without raising the RSS). :func:`peak_memory`
   collects garbage, hands free heap pages back to the OS (``malloc_trim``), reads the RSS and resets
   the kernel's peak-RSS counter (``/proc/self/clear_refs``); memory = peak RSS (``VmHWM``) - that RSS.
   Memory workers run glibc malloc with a fixed mmap threshold (``MALLOC_MMAP_THRESHOLD_=131072``): peak
   RSS then follows the live tensors (with the default moving one, ``--default-malloc``, it varies by ~15%).
 * The parent kills a worker whose RSS passes the memory cap or that runs past its time limit
   ("n/a (memory)", "n/a (time)"); one killed by the kernel or failing to allocate counts as memory.
-* Contention: :func:`load` gives the cores other processes (and steal) took during a timed section;
+* Contention: :func:`watch` gives the cores other processes (and steal) took during a timed section;
   one of at least 0.2 s (``/proc/stat`` ticks are 10 ms) with more than 0.3 such cores is disturbed.
 """
 
@@ -25,7 +25,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import shlex
 import signal
 import subprocess
@@ -34,7 +33,7 @@ import tempfile
 import time
 import timeit
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 MIB = 2**20
 THREADS = 2
@@ -50,48 +49,54 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def rss_bytes(pid: int | str = "self") -> int:
-    """Resident set size of a process (``/proc/PID/statm``), 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+def proc_bytes(key: str, path: str = "/proc/self/status") -> int:
+    """The ``KEY: N kB`` field of a ``/proc`` file in bytes; 0 when it is missing (a process gone or a zombie)."""
+    with contextlib.suppress(OSError), open(path) as f:
+        return next((int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":")), 0)
+    return 0
 
 
-def start_peak() -> tuple[int, bool]:
-    """Free and trim the heap, then (RSS now, whether the kernel's peak-RSS counter was reset; if not,
-    the peak is the lifetime one)."""
+@contextlib.contextmanager
+def peak_memory() -> Iterator[dict[str, Any]]:
+    """The block's peak RSS above the RSS before it (``extra_bytes``, with ``rss_before_bytes`` and
+    ``peak_rss_bytes``), filled in after it; ``peak_was_reset`` False: the counter could not be reset, the peak is
+    the lifetime one."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return rss_bytes(), True
-    except OSError:
-        return rss_bytes(), False
+    was_reset = False
+    with contextlib.suppress(OSError):
+        was_reset = Path("/proc/self/clear_refs").write_text("5") == 1
+    memory: dict[str, Any] = {"rss_before_bytes": proc_bytes("VmRSS"), "peak_was_reset": was_reset}
+    yield memory
+    memory["peak_rss_bytes"] = proc_bytes("VmHWM")
+    memory["extra_bytes"] = max(0, memory["peak_rss_bytes"] - memory["rss_before_bytes"])
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (``VmHWM``, else ``ru_maxrss``)."""
-    with open("/proc/self/status") as f:
-        hwm = [int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")]
-    return hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+@contextlib.contextmanager
+def watch() -> Iterator[dict[str, float]]:
+    """The block's wall seconds ``s`` and the cores this process (``own_cores``) and other processes with steal
+    (``other_cores``, from ``/proc/stat``) took meanwhile, filled in after it."""
+
+    def counters() -> tuple[float, float, float]:  # CPU s of this process; busy and steal CPU s of the machine
+        t = os.times()
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = [int(x) for x in f.readline().split()[1:9]]
+        tick = os.sysconf("SC_CLK_TCK")
+        return t.user + t.system, (user + nice + system + irq + softirq) / tick, steal / tick
+
+    (own0, busy0, steal0), start = counters(), time.perf_counter()
+    section: dict[str, float] = {}
+    yield section
+    wall, (own1, busy1, steal1) = max(time.perf_counter() - start, 1e-9), counters()
+    own = own1 - own0
+    section.update(s=wall, own_cores=own / wall, other_cores=(max(0.0, busy1 - busy0 - own) + steal1 - steal0) / wall)
 
 
-def cpu_counters() -> tuple[float, float, float]:
-    """(CPU seconds of this process, busy CPU seconds of the machine, steal seconds of the machine)."""
-    t = os.times()
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = [int(x) for x in f.readline().split()[1:9]]
-    tick = os.sysconf("SC_CLK_TCK")
-    return t.user + t.system, (user + nice + system + irq + softirq) / tick, steal / tick
-
-
-def load(c0: tuple[float, float, float], c1: tuple[float, float, float], wall: float) -> tuple[float, float, float]:
-    """(own, other, steal) cores between two :func:`cpu_counters` readings ``wall`` seconds apart."""
-    wall, own = max(wall, 1e-9), c1[0] - c0[0]
-    return own / wall, max(0.0, (c1[1] - c0[1]) - own) / wall, (c1[2] - c0[2]) / wall
+def disturbed(section: dict[str, float]) -> bool:
+    """Whether other processes took more than CONTENTION_CORES cores during a :func:`watch` section long enough to
+    tell (CONTENTION_MIN_WALL_S)."""
+    return section["s"] >= CONTENTION_MIN_WALL_S and section["other_cores"] > CONTENTION_CORES
 
 
 def timer(fn: Callable[[], Any]) -> timeit.Timer:
@@ -99,21 +104,18 @@ def timer(fn: Callable[[], Any]) -> timeit.Timer:
     return timeit.Timer(fn, "gc.enable()")
 
 
-def timed(fn: Callable[[], Any]) -> dict[str, float]:
-    """One call of ``fn`` timed: seconds ``s``, and the ``own_cores`` and ``other_cores`` (with steal) meanwhile."""
-    c0 = cpu_counters()
-    seconds = timer(fn).timeit(1)
-    own, other, steal = load(c0, cpu_counters(), seconds)
-    return {"s": seconds, "own_cores": own, "other_cores": other + steal}
+def autorange(fn: Callable[[], Any], threads: int, max_run_time: float, min_run_time: float = 0.01) -> Any:
+    """``torch.utils.benchmark.Timer(...).adaptive_autorange`` of ``fn()``: after its warm-up, blocks of runs until
+    their IQR is under 10% of the median (at least 4 blocks and ``min_run_time`` s, at most ``max_run_time`` s)."""
+    from torch.utils.benchmark import Timer
+
+    timer = Timer("fn()", "gc.enable()", globals={"fn": fn, "gc": gc}, num_threads=threads)
+    return timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=max_run_time)
 
 
-def peak_memory(fn: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
-    """``fn()`` and the peak RSS above the RSS before it (after :func:`start_peak`), with both readings."""
-    before, was_reset = start_peak()
-    value = fn()
-    peak = peak_rss_bytes()
-    return value, dict(rss_before_bytes=before, peak_rss_bytes=peak, extra_bytes=max(0, peak - before),
-                       peak_was_reset=was_reset)
+def rounds(repeats: int, budget_s: float, round_s: float, at_least: int = 1) -> int:
+    """Timed rounds: ``repeats``, fewer so that they take about ``budget_s``, but at least ``at_least``."""
+    return max(min(at_least, repeats), min(repeats, int(budget_s // max(round_s, 1e-9))))
 
 
 def run_worker(script: str, spec: dict, options: dict, timeout_s: float, fixed_malloc: bool = True) -> dict:
@@ -124,11 +126,11 @@ def run_worker(script: str, spec: dict, options: dict, timeout_s: float, fixed_m
     env.update(OMP_NUM_THREADS=str(options["threads"]), MKL_NUM_THREADS=str(options["threads"]))
     env.update(FIXED_MALLOC_ENV if fixed_malloc and not options["default_malloc"] else {})
     start, killed, max_rss, cap = time.monotonic(), None, 0, options["mem_cap_bytes"]
+    # output to files, not pipes: a pipe that fills while the parent only polls would stall the worker
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, script, "--worker", json.dumps(spec)], stdout=out, stderr=err, env=env)
-        while killed is None and proc.poll() is None:
-            rss = rss_bytes(proc.pid)
-            max_rss = max(max_rss, rss)
+        while killed is None and proc.poll() is None:  # every 50 ms: RSS against the cap, time against the limit
+            max_rss = max(max_rss, rss := proc_bytes("VmRSS", f"/proc/{proc.pid}/status"))
             killed = "memory" if rss > cap else "time" if time.monotonic() - start > timeout_s else None
             time.sleep(0.05)
         if killed:
@@ -162,15 +164,6 @@ def worker_main(measure: Callable[[dict], dict], spec_json: str) -> None:
             raise
         result = {"status": "memory", "detail": str(exc)[:500]}
     print(RESULT_PREFIX + json.dumps(result), flush=True)
-
-
-def autorange(fn: Callable[[], Any], threads: int, max_run_time: float, min_run_time: float = 0.01) -> Any:
-    """``torch.utils.benchmark.Timer(...).adaptive_autorange`` of ``fn()``: after its warm-up, blocks of runs until
-    their IQR is under 10% of the median (at least 4 blocks and ``min_run_time`` s, at most ``max_run_time`` s)."""
-    from torch.utils.benchmark import Timer
-
-    timer = Timer("fn()", "gc.enable()", globals={"fn": fn, "gc": gc}, num_threads=threads)
-    return timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=max_run_time)
 
 
 def ok(outcome: dict | None) -> dict | None:
@@ -210,11 +203,6 @@ def command_line() -> str:
     return shlex.join([sys.executable if rel.startswith("..") else rel, *sys.argv])
 
 
-def mem_available_bytes() -> int:
-    with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-
-
 def environment(threads: int) -> dict[str, Any]:
     """Date, versions, CPU and load of this machine, and the command (for a results header)."""
     import torch
@@ -225,7 +213,7 @@ def environment(threads: int) -> dict[str, Any]:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(), "torch": torch.__version__,
         "cpu": cpu or "unknown", "cpu_count": os.cpu_count(), "threads": threads,
-        "mem_available_gib": round(mem_available_bytes() / 2**30, 1),
+        "mem_available_gib": round(proc_bytes("MemAvailable", "/proc/meminfo") / 2**30, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "transformers": transformers.__version__, "command": command_line(),
     }
@@ -286,21 +274,19 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, render: Calla
     for key, (full, quick) in (defaults or {}).items():
         setattr(args, key, (quick if args.quick else full) if getattr(args, key) is None else getattr(args, key))
     if hasattr(args, "mem_cap_gib"):
-        args.mem_cap_bytes = int(args.mem_cap_gib * 2**30 if args.mem_cap_gib else 0.8 * mem_available_bytes())
+        available = proc_bytes("MemAvailable", "/proc/meminfo")
+        args.mem_cap_bytes = int(args.mem_cap_gib * 2**30 if args.mem_cap_gib else 0.8 * available)
         options = ("quick", *options, "row_timeout_s", "mem_cap_bytes", "default_malloc", "threads")
     args.o = {k: getattr(args, k) for k in options}
     return args
 
 
-def rewritten(raw: dict[str, Any]) -> list[str]:
-    """The header line of a report re-rendered by ``--from-json``."""
-    note = raw.get("rewritten_by")
-    return [f"- report rewritten from the saved .json by `{note}` (no new measurements)"] if note else []
-
-
 def finish(out_dir: Path, stem: str, raw: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
-    """Print the markdown report and write ``<out_dir>/<stem>.md`` and ``<stem>.json``."""
+    """Print the markdown report (noting a ``--from-json`` re-render) and write ``<out_dir>/<stem>.md`` and
+    ``<stem>.json``."""
     markdown = render(raw)
+    if raw.get("rewritten_by"):
+        markdown += f"\n\n- report rewritten from the saved .json by `{raw['rewritten_by']}` (no new measurements)"
     print(markdown)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.md").write_text(markdown + "\n")

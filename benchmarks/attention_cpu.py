@@ -9,6 +9,7 @@ the plain path is faster; it stores the ``[B, H, Nq, Nk]`` scores, the flash ker
 keeps SDPA where it is about as fast. About a minute (``--rows mlm-self,mlm-cross``: fewer shapes).
 """
 
+import itertools
 from functools import partial
 from typing import Any, Callable
 
@@ -45,19 +46,17 @@ def measure(shapes: list[dict[str, Any]], threads: int, max_run_time: float) -> 
             t.grad = None
 
     rows, paths = [], {"sdpa": F.scaled_dot_product_attention, "unfused": unfused_attention}
-    cells = [(d, s, b) for d in (torch.float32, torch.bfloat16) for s in shapes for b in (False, True)]
-    for dtype, s, backward in cells:
+    for dtype, s, backward in itertools.product((torch.float32, torch.bfloat16), shapes, (False, True)):
         generator = torch.Generator().manual_seed(0)
         tensors = [torch.randn(s[x], generator=generator).to(dtype).requires_grad_(backward) for x in "qkv"]
-        medians = {}
-        for path in list(paths)[:: 1 if len(rows) % 2 == 0 else -1]:  # the paths take turns to go first
-            medians[path] = m.autorange(partial(step, paths[path], tensors, backward), threads, max_run_time).median
+        ms = {path: 1e3 * m.autorange(partial(step, paths[path], tensors, backward), threads, max_run_time).median
+              for path in list(paths)[:: 1 if len(rows) % 2 == 0 else -1]}  # the paths take turns to go first
         rows.append({"shape": s["shape"], "dtype": str(dtype).removeprefix("torch."),
-                     "mode": "fwd+bwd" if backward else "forward", "sdpa_ms": medians["sdpa"] * 1e3,
-                     "unfused_ms": medians["unfused"] * 1e3, "ratio": medians["unfused"] / medians["sdpa"],
+                     "mode": "fwd+bwd" if backward else "forward", "sdpa_ms": ms["sdpa"], "unfused_ms": ms["unfused"],
+                     "ratio": ms["unfused"] / ms["sdpa"],
                      "policy": "sdpa" if use_fused_attention(tensors[0], tensors[2]) else "unfused"})
-        progress(f"{rows[-1]['dtype']} {rows[-1]['mode']:8s} {s['shape']}: sdpa {rows[-1]['sdpa_ms']:.2f} ms, "
-                 f"unfused {rows[-1]['unfused_ms']:.2f} ms")
+        progress(f"{rows[-1]['dtype']} {rows[-1]['mode']:8s} {s['shape']}: sdpa {ms['sdpa']:.2f} ms, "
+                 f"unfused {ms['unfused']:.2f} ms")
     return rows
 
 
@@ -69,7 +68,7 @@ def render(raw: dict[str, Any]) -> str:
     return "\n\n".join([
         "# CPU attention: SDPA vs plain matmul-softmax-matmul",
         "\n".join([*m.env_lines(raw["environment"]), "- " + raw.get("method", "median of alternating runs after two "
-                   "warm-ups") + "; method in the docstring of `benchmarks/attention_cpu.py`", *m.rewritten(raw)]),
+                   "warm-ups") + "; method in the docstring of `benchmarks/attention_cpu.py`"]),
         m.markdown_table(header, table, left=(0, 1, 2, 6)),
         "- the library's CPU rule (`use_fused_attention`): SDPA for fp32 with equal q/v head sizes (flash kernel, "
         "no stored scores), the plain path otherwise. \"(slower here)\": the other path was faster in this run.",

@@ -152,7 +152,7 @@ def estimate(rows: list[dict[str, Any]], impls: list[str], rates: dict[str, floa
                INT8: g * lin / rates["int8"] / EFFICIENCY[INT8] + (1 - lin) * fp32}
         fwd = {i: fwd[i] for i in impls}
         per_round = sum(fwd.values())
-        k = rounds(o["repeats"], o["row_budget_s"], per_round)
+        k = m.rounds(o["repeats"], o["row_budget_s"], per_round)
         overhead = row["build_s"] + (row["compile_s"] if COMPILE in impls else 0) + (
             row["export_s"] if ORT in impls else 0)
         total = overhead + (1 + k) * per_round  # first calls, k rounds
@@ -172,11 +172,6 @@ def estimate_lines(est: dict[str, Any]) -> list[str]:
                      f"{r['overhead_s']:.0f} s building, compiling and exporting; forward "
                      + ", ".join(f"{i} {s:.1f} s" for i, s in r["forward_s"].items()) + ")")
     return lines
-
-
-def rounds(repeats: int, budget_s: float, per_round_s: float) -> int:
-    """Timed rounds: ``repeats``, fewer so that they take about ``budget_s``, at least 1."""
-    return max(1, min(repeats, int(budget_s // max(per_round_s, 1e-9))))
 
 
 # ---------------------------------------------------------------------------------------------------- worker
@@ -286,14 +281,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         k = r = 1
         while r <= k:  # round 1 sizes k
             for impl in names[(r - 1) % len(names):] + names[: (r - 1) % len(names)]:
-                runs[impl].append(dict(m.timed(runners[impl]), round=r))
+                with m.watch() as timed:
+                    runners[impl]()
+                runs[impl].append(dict(timed, round=r))
             if r == 1:
                 per_round = sum(runs[i][0]["s"] for i in names)
-                k = rounds(spec["repeats"], spec["row_budget_s"], per_round)
+                k = m.rounds(spec["repeats"], spec["row_budget_s"], per_round)
                 progress(f"[{row['name']}] round 1 took {per_round:.1f} s: {k} timed round(s) ...")
             r += 1
     for impl, rs in runs.items():
-        clean = [r for r in rs if r["s"] < m.CONTENTION_MIN_WALL_S or r["other_cores"] <= m.CONTENTION_CORES]
+        clean = [r for r in rs if not m.disturbed(r)]
         used = clean or rs
         result["impls"][impl].update(median_s=statistics.median(r["s"] for r in used), times_s=[r["s"] for r in rs],
                                      clean_runs=len(clean), runs=rs)
@@ -366,8 +363,7 @@ def render(raw: dict[str, Any]) -> str:
             "input (for transformers: the equal-weights check)",
             "- setup + first call: building the variant (bf16 copy, int8 quantisation, torch.compile's compilation, "
             "ONNX export + onnxruntime session, transformers port) and its first forward",
-            f"- estimated duration {raw['estimate']['total_s']:.0f} s; wall time of the run {raw['wall_s']:.0f} s",
-            *m.rewritten(raw)]),
+            f"- estimated duration {raw['estimate']['total_s']:.0f} s; wall time of the run {raw['wall_s']:.0f} s"]),
     ]
     for res in raw["rows"]:
         sections.append("\n".join([

@@ -18,7 +18,6 @@ About 3 minutes on 2 cores at the default size (peaks near 15 GiB); ``--quick``:
 """
 
 import contextlib
-import time
 from typing import Any
 
 import _measure as m
@@ -42,8 +41,6 @@ def overwrites(allowed: bool) -> Any:
 
 
 def run(args: Any) -> dict[str, Any]:
-    import gc
-
     import torch
 
     from perceiver_io import create_model
@@ -63,21 +60,14 @@ def run(args: Any) -> dict[str, Any]:
     with torch.no_grad():
         for name in ROWS:
             progress(f"{name}: decoding {args.outputs:,} queries ...")
-            gc.collect()
-            with overwrites(name != "before"):
+            with overwrites(name != "before"), m.peak_memory() as memory, m.watch() as timing:
                 if name == "+ queries freed":
-                    def decode() -> Any:
-                        return decoder.decode_made_queries(make_queries, 0, args.outputs, latents)
-                else:
-                    def decode() -> Any:
-                        return decoder.decode_queries(make_queries(0, args.outputs), latents)
-                start = time.perf_counter()
-                out, memory = m.peak_memory(decode)
-                seconds = time.perf_counter() - start
-            if reference is None:
-                reference = out
+                    out = decoder.decode_made_queries(make_queries, 0, args.outputs, latents)
+                else:  # the caller holds the queries through the decode
+                    out = decoder.decode_queries(make_queries(0, args.outputs), latents)
+            reference = out if reference is None else reference
             raw["rows"][name] = {"peak_extra_bytes": memory["extra_bytes"], "peak_was_reset": memory["peak_was_reset"],
-                                 "seconds": round(seconds, 2), "equal_to_before": bool(torch.equal(out, reference))}
+                                 "seconds": round(timing["s"], 2), "equal_to_before": bool(torch.equal(out, reference))}
             del out
     raw["output_bytes"] = reference.numel() * reference.element_size()
     return raw
@@ -87,7 +77,6 @@ def render(raw: dict[str, Any]) -> str:
     o, rows = raw["options"], raw["rows"]
     before = rows["before"]["peak_extra_bytes"]
     lines = ["# Inference memory of the paper's multimodal decode (one shot)", "", *m.env_lines(raw["env"]),
-             *m.rewritten(raw),
              f"- the `multimodal_autoencoding` decoder, {o['outputs']:,} queries of {raw['query_channels']:,} "
              f"channels, 784 x 512 latents, `torch.no_grad()`; the output alone is "
              f"{raw['output_bytes'] / 2**30:.2f} GiB; peak: resident memory above the memory before the decode", ""]

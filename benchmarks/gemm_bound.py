@@ -23,11 +23,12 @@ import math
 import statistics
 import time
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 import _measure as m
 import vs_transformers as vt
@@ -40,14 +41,14 @@ MAX_REPS = 5
 IMPLS = (vt.OURS, vt.HF)
 
 
-class GemmCall:
-    """One recorded GEMM: operator, arguments (tensors as ("tensor", size, stride, dtype)), FLOPs, wall time."""
+class GemmCall(NamedTuple):
+    """One recorded GEMM: operator, arguments (tensors as ("tensor", size, stride, dtype)), FLOPs (counted by
+    ``torch.utils.flop_counter``), wall time."""
 
-    def __init__(self, op: str, args: tuple, seconds: float = 0.0) -> None:
-        a, b = (args[1], args[2]) if op in ("addmm", "baddbmm") else (args[0], args[1])
-        (*batch, rows, inner), cols = a[1], b[1][-1]
-        self.op, self.args, self.key, self.seconds = op, args, (op, args), seconds
-        self.flops = 2.0 * math.prod(batch) * rows * inner * cols
+    op: str
+    args: tuple
+    flops: int
+    seconds: float
 
 
 class GemmRecorder(TorchDispatchMode):
@@ -63,9 +64,10 @@ class GemmRecorder(TorchDispatchMode):
             return func(*args, **(kwargs or {}))
         start = time.perf_counter()
         out = func(*args)
+        seconds = time.perf_counter() - start
         spec = tuple(("tensor", tuple(a.shape), tuple(a.stride()), str(a.dtype)) if isinstance(a, torch.Tensor) else a
                      for a in args)
-        self.calls.append(GemmCall(name, spec, time.perf_counter() - start))
+        self.calls.append(GemmCall(name, spec, flop_registry[func.overloadpacket](*args, out_val=out), seconds))
         return out
 
 
@@ -84,21 +86,22 @@ def best_time(op: str, args: tuple) -> float:
 def record_gemms(case: vt.Case, impl: str) -> tuple[list[GemmCall], float]:
     """The GEMMs of one fwd+bwd step of ``impl`` (ours with the math SDPA backend), and the step's wall time."""
     with sdpa_kernel(SDPBackend.MATH) if impl != vt.HF else nullcontext(), GemmRecorder() as recorder:
-        wall = vt.timed_step(case, impl, "fwd+bwd", case.inputs)["s"]
+        wall = vt.step(case, impl, "fwd+bwd", case.inputs)["s"]
     return recorder.calls, wall
 
 
 def slowest_products(calls: list[GemmCall], best: dict[tuple, float], peak_gflops: float, top: int = 6) -> list[dict]:
-    """The products whose best speed loses the most time against the peak rate, over one step."""
+    """The products whose best speed loses the most time against the peak rate, over one step (``best``: the best
+    time of each (op, args))."""
     lost: dict[tuple, dict[str, Any]] = {}
     for c in calls:
-        entry = lost.setdefault(c.key, {
+        entry = lost.setdefault((c.op, c.args), {
             "op": c.op, "operands": [list(a[1]) for a in c.args if isinstance(a, tuple) and a and a[0] == "tensor"],
-            "count": 0, "gflop": 0.0, "best_gflops": c.flops / best[c.key] / 1e9, "lost_s": 0.0,
+            "count": 0, "gflop": 0.0, "best_gflops": c.flops / best[c.op, c.args] / 1e9, "lost_s": 0.0,
         })
         entry["count"] += 1
         entry["gflop"] += c.flops / 1e9
-        entry["lost_s"] += best[c.key] - c.flops / (peak_gflops * 1e9)
+        entry["lost_s"] += best[c.op, c.args] - c.flops / (peak_gflops * 1e9)
     return sorted(lost.values(), key=lambda e: -e["lost_s"])[:top]
 
 
@@ -109,7 +112,7 @@ def run_row(row: dict[str, Any], repeats: int, budget_s: float) -> dict[str, Any
     for impl in IMPLS:
         progress(f"[{row['name']}] recording the GEMMs of one {impl} fwd+bwd step")
         calls[impl], record_s[impl] = record_gemms(case, impl)
-    distinct = {c.key: c for impl in IMPLS for c in calls[impl]}
+    distinct = {(c.op, c.args): c for impl in IMPLS for c in calls[impl]}
     flops = {impl: sum(c.flops for c in calls[impl]) for impl in IMPLS}
     r: dict[str, Any] = dict(
         name=row["name"], description=vt.row_description(row),
@@ -118,16 +121,16 @@ def run_row(row: dict[str, Any], repeats: int, budget_s: float) -> dict[str, Any
         in_step_gemm_share={impl: sum(c.seconds for c in calls[impl]) / record_s[impl] for impl in IMPLS},
         step_s={impl: [] for impl in IMPLS}, own_rate_bound_s=[], peak_bound_s=[], peak_gflops=[], slowest=[],
     )
-    rounds = max(1, min(repeats, int(budget_s // max(1e-9, sum(record_s.values())))))
+    rounds = m.rounds(repeats, budget_s, sum(record_s.values()))
     for i in range(rounds):
         # the bound is re-measured next to each round's steps: a bound and a step from different minutes do not compare
         for impl in IMPLS if i % 2 == 0 else IMPLS[::-1]:
             progress(f"[{row['name']}] round {i + 1}/{rounds}: timed {impl} step")
-            r["step_s"][impl].append(vt.timed_step(case, impl, "fwd+bwd", case.inputs)["s"])
+            r["step_s"][impl].append(vt.step(case, impl, "fwd+bwd", case.inputs)["s"])
         progress(f"[{row['name']}] round {i + 1}/{rounds}: timing {len(distinct)} distinct GEMMs alone")
         best = {key: best_time(call.op, call.args) for key, call in distinct.items()}
         peak = max(c.flops / best[k] / 1e9 for k, c in distinct.items())
-        r["own_rate_bound_s"].append(min(sum(best[c.key] for c in calls[impl]) for impl in IMPLS))
+        r["own_rate_bound_s"].append(min(sum(best[c.op, c.args] for c in calls[impl]) for impl in IMPLS))
         r["peak_bound_s"].append(min(flops.values()) / (peak * 1e9))
         r["peak_gflops"].append(peak)
         if i == 0:
@@ -162,8 +165,7 @@ def render(raw: dict[str, Any]) -> str:
             "- rows, models, inputs and loss: as in `benchmarks/vs_transformers.py` (equal weights); "
             "method: see the docstring of `benchmarks/gemm_bound.py`",
             "- steps: median of alternating rounds "
-            + ", ".join(f"{r['name']}: k = {len(r['step_s'][vt.HF])}" for r in results),
-            *m.rewritten(raw)]),
+            + ", ".join(f"{r['name']}: k = {len(r['step_s'][vt.HF])}" for r in results)]),
         "\n".join(["## Rows", "", *[f"- **{r['name']}**: {r['description']}" for r in results]]),
         "## Results\n\n" + m.markdown_table(header, table),
         "\n".join([

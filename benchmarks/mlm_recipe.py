@@ -111,8 +111,8 @@ def baselines(data: Any, batches: list[dict[str, Any]]) -> dict[str, dict[str, f
     seen = masked_bytes(None, batches)
     predicted = byte_baselines(unigram, bigram, seen["left"], seen["right"])
     hidden = seen["shown"] == 3
-    return {name: {"all": float(np.mean(p == seen["label"])), "mask_token": float(np.mean((p == seen["label"])[hidden]))}
-            for name, p in predicted.items()}
+    return {name: {"all": float(np.mean(p == seen["label"])),
+                   "mask_token": float(np.mean((p == seen["label"])[hidden]))} for name, p in predicted.items()}
 
 
 def train(name: str, data: Any, val: list[dict[str, Any]], steps: int, eval_every: int) -> dict[str, Any]:
@@ -190,7 +190,7 @@ def render(raw: dict[str, Any]) -> str:
     any_row = next(iter(raw["rows"].values()))
     steps = list(any_row["curve"])
     lines = ["# Masked language modelling at CPU size: recipes for the small byte Perceiver IO", "",
-             *m.env_lines(raw["env"]), *m.rewritten(raw),
+             *m.env_lines(raw["env"]),
              f"- data: the `stdlib` corpus, {WINDOW}-byte windows, 15% of the bytes masked one by one (80% [MASK], "
              f"10% random, 10% unchanged), batch {OPTIMIZATION['batch_size']}; AdamW lr {OPTIMIZATION['lr']:g}, "
              f"5% warm-up + cosine over {o['steps']} steps; seed {SEED}",

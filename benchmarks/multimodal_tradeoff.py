@@ -57,7 +57,7 @@ def train_and_evaluate(label_weight: float, steps: int, eval_clips: int) -> dict
 def render(raw: dict[str, Any]) -> str:
     o = raw["options"]
     lines = ["# Multimodal autoencoding: reconstruction against classification as the label-loss weight changes", "",
-             *m.env_lines(raw["env"]), *m.rewritten(raw),
+             *m.env_lines(raw["env"]),
              f"- the demo's model and recipe (`perceiver_io.demo.multimodal`), {o['steps']} steps per weight; "
              f"evaluation: {o['eval_clips']} held-out synthetic clips, full reconstruction, label hidden; video and "
              "audio loss weights 1", ""]

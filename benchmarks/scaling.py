@@ -20,6 +20,8 @@ After "n/a (memory)" or "n/a (time)" the larger sizes of that implementation are
 import time
 from typing import Any
 
+import torch
+
 import _measure as m
 from _measure import MIB, SEED, na, ok, progress
 
@@ -35,25 +37,10 @@ PARTS = {"encoder": ("ours", "transformers"), "decoder": ("chunked", "one-shot")
 PLURAL = {"input": "inputs", "query": "queries"}
 
 
-def measure_forward(forward: Any, budget_s: float) -> dict[str, Any]:
-    """Median time (:func:`_measure.autorange`), peak extra memory from before the warm-up, and the cores used
-    meanwhile, of ``forward()``."""
-    import torch
-
-    def timed() -> tuple[Any, float, tuple[float, float, float]]:
-        c0, start = m.cpu_counters(), time.perf_counter()
-        t = m.autorange(forward, torch.get_num_threads(), budget_s, min_run_time=1.0)
-        wall = time.perf_counter() - start
-        return t, wall, m.load(c0, m.cpu_counters(), wall)
-
-    (t, wall, (own, other, steal)), memory = m.peak_memory(timed)
-    return dict(median_s=t.median, times_s=t.times, runs=len(t.times) * t.number_per_run, wall_s=wall, **memory,
-                own_cores=own, other_cores=other, steal_cores=steal)
-
-
+@torch.inference_mode()
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Worker: the equal-weights check, or one encoder or decoder row."""
-    import torch
+    """Worker: the equal-weights check, or one encoder or decoder row: a primer forward, then the median time
+    (:func:`_measure.autorange`), the peak extra memory and the cores used meanwhile of the row's forward."""
     from perceiver_io.convert.transformers_names import core_state_from_transformers
     from perceiver_io.core import DecoderConfig, EncoderConfig, PerceiverDecoder, PerceiverEncoder
     from perceiver_io.core import PositionEncodingConfig as Positions
@@ -63,47 +50,44 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     def inputs(size: int, channels: int = s["num_input_channels"], seed: int = SEED + 1) -> torch.Tensor:
         return torch.randn(1, size, channels, generator=torch.Generator().manual_seed(seed))
 
-    def our_encoder(hf_model: Any) -> PerceiverEncoder:
-        encoder = PerceiverEncoder(EncoderConfig(**s)).eval()
-        state = core_state_from_transformers(hf_model.state_dict())
-        encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")})
-        return encoder
-
-    with torch.inference_mode():
-        if spec["part"] == "decoder":
-            torch.manual_seed(SEED)
-            decoder = PerceiverDecoder(DecoderConfig(
-                num_latent_channels=s["num_latent_channels"], num_output_channels=DECODER_OUTPUT_CHANNELS,
-                query=Positions("fourier", index_dims=DECODER_GRID, num_bands=DECODER_BANDS))).eval()
-            latents = inputs(s["num_latents"], s["num_latent_channels"], SEED + 2)
-            chunk = CHUNK_SIZE if spec["impl"] == "chunked" else None
-            decoder(latents, subsampled_output_points=torch.arange(PRIMER_SIZE), chunk_size=chunk)
-            points = torch.arange(spec["size"])
-            return measure_forward(lambda: decoder(latents, subsampled_output_points=points, chunk_size=chunk),
-                                   spec["budget"])
+    if spec["part"] == "decoder":  # the row's inputs are output points
+        torch.manual_seed(SEED)
+        decoder = PerceiverDecoder(DecoderConfig(
+            num_latent_channels=s["num_latent_channels"], num_output_channels=DECODER_OUTPUT_CHANNELS,
+            query=Positions("fourier", index_dims=DECODER_GRID, num_bands=DECODER_BANDS))).eval()
+        latents = inputs(s["num_latents"], s["num_latent_channels"], SEED + 2)
+        chunk = CHUNK_SIZE if spec["impl"] == "chunked" else None
+        forward: Any = lambda points: decoder(latents, subsampled_output_points=points, chunk_size=chunk)  # noqa: E731
+        make_inputs: Any = torch.arange
+    else:
         hf_model = m.build_transformers("PerceiverModel", dict(
             num_latents=s["num_latents"], d_latents=s["num_latent_channels"], d_model=s["num_input_channels"],
             num_blocks=s["num_blocks"], num_self_attends_per_block=s["num_self_attends_per_block"],
             num_self_attention_heads=s["num_self_attend_heads"], num_cross_attention_heads=s["num_cross_attend_heads"],
             hidden_act="gelu"))
-        if spec["part"] == "check":  # equal weights: largest |ours - transformers| at M = 1k
-            x = inputs(1024)
-            diff = our_encoder(hf_model)(x) - hf_model(inputs=x).last_hidden_state
-            return {"max_abs_diff": diff.abs().max().item()}
-        forward = lambda x: hf_model(inputs=x).last_hidden_state  # noqa: E731
-        if spec["impl"] == "ours":
-            forward, hf_model = our_encoder(hf_model), None
-        forward(inputs(PRIMER_SIZE))
-        x = inputs(spec["size"])
-        return measure_forward(lambda: forward(x), spec["budget"])
+        forward, make_inputs = lambda x: hf_model(inputs=x).last_hidden_state, inputs  # noqa: E731
+        if spec["part"] == "check" or spec["impl"] == "ours":  # ours, with transformers' weights
+            state = core_state_from_transformers(hf_model.state_dict())
+            ours = PerceiverEncoder(EncoderConfig(**s)).eval()
+            ours.load_state_dict({k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")})
+            if spec["part"] == "check":  # equal weights: largest |ours - transformers| at M = 1k
+                x = inputs(1024)
+                return {"max_abs_diff": (ours(x) - forward(x)).abs().max().item()}
+            forward, hf_model = ours, None
+    forward(make_inputs(PRIMER_SIZE))
+    x = make_inputs(spec["size"])
+    with m.peak_memory() as memory, m.watch() as load:
+        t = m.autorange(lambda: forward(x), torch.get_num_threads(), spec["budget"], min_run_time=1.0)
+    return dict(median_s=t.median, times_s=t.times, runs=len(t.times) * t.number_per_run, wall_s=load["s"], **memory,
+                own_cores=load["own_cores"], other_cores=load["other_cores"])
 
 
 def contention(outcome: dict | None) -> float | None:
-    """Cores taken by other processes and steal during the timed forwards (None: unknown)."""
+    """Cores taken by other processes and steal during the timed forwards (None: unknown, or too short to tell)."""
     r = ok(outcome)
-    if r is None or "other_cores" not in r or r.get("wall_s", sum(r["times_s"])) < m.CONTENTION_MIN_WALL_S:
+    if r is None or r.get("wall_s", sum(r["times_s"])) < m.CONTENTION_MIN_WALL_S:
         return None
-    return r["other_cores"] + r["steal_cores"]
+    return r["other_cores"] + r.get("steal_cores", 0.0)  # results before :func:`_measure.watch` kept steal apart
 
 
 def is_disturbed(outcome: dict | None) -> bool:
@@ -140,10 +124,9 @@ def comparison_table(results: dict[str, dict[str, dict]], size_name: str, unit: 
     ratio (per element, against their smallest measured size), then ``first / second`` ratios."""
     (first, a), (second, b) = results.items()
     sizes = sorted(int(s) for s in a)
-    header = [size_name]
-    for name in results:
-        header += [f"{name} ms", f"{name} us/{unit}", f"{name} time/{unit} vs {size_label(sizes[0])}", f"{name} k",
-                   f"{name} peak MiB", f"{name} mem/{unit} vs {size_label(sizes[0])}"]
+    smallest = size_label(sizes[0])
+    header = [size_name, *[f"{name} {column}" for name in results for column in (
+        "ms", f"us/{unit}", f"time/{unit} vs {smallest}", "k", "peak MiB", f"mem/{unit} vs {smallest}")]]
 
     def cells(rows: dict[str, dict], size: int) -> list[str]:
         r = ok(rows.get(str(size)))
@@ -181,8 +164,7 @@ def scaling_line(name: str, rows: dict[str, dict], unit: str) -> str:
 
     return (f"- {name}: {size_label(lo)} -> {size_label(hi)} ({hi // lo}x {PLURAL[unit]}): time "
             f"x{b['median_s'] / a['median_s']:.1f} (per {unit} {per['median_s']:.2f}x), peak memory {mem}; "
-            f"marginal time per added {unit} {slope(sizes[0], sizes[1])} -> "
-            f"{slope(sizes[-2], sizes[-1])}")
+            f"marginal time per added {unit} {slope(sizes[0], sizes[1])} -> {slope(sizes[-2], sizes[-1])}")
 
 
 def peer_line(name: str, a: dict[str, dict], b: dict[str, dict]) -> str:
@@ -199,10 +181,10 @@ def peer_line(name: str, a: dict[str, dict], b: dict[str, dict]) -> str:
 
 
 def render(raw: dict[str, Any]) -> str:
-    env, o, s, target = raw["environment"], raw["options"], ENCODER_SETTINGS, raw["memory_target"]
-    enc, dec = raw["encoder"], raw["decoder"]
-    check, big, ref = ok(raw["equal_weights_check"]), ok(dec["chunked"].get(str(DECODER_SIZES[-1]))), \
-        ok(dec["one-shot"].get(str(CHUNK_SIZE)))
+    env, o, s = raw["environment"], raw["options"], ENCODER_SETTINGS
+    enc, dec, check = raw["encoder"], raw["decoder"], ok(raw["equal_weights_check"])
+    big, ref = ok(dec["chunked"].get(str(DECODER_SIZES[-1]))), ok(dec["one-shot"].get(str(CHUNK_SIZE)))
+    ratio = big["extra_bytes"] / ref["extra_bytes"] if big and ref and ref["extra_bytes"] > 0 else None
     name = f"chunked {size_label(DECODER_SIZES[-1])} peak / one-shot {size_label(CHUNK_SIZE)} peak"
     everything = [(f"{part} {impl} {size_label(int(size))}", out) for part, res in (("encoder", enc), ("decoder", dec))
                   for impl, rows in res.items() for size, out in rows.items()]
@@ -221,8 +203,7 @@ def render(raw: dict[str, Any]) -> str:
             "benchmarks/scaling.py)",
             "- allocator: " + ("glibc defaults (moving mmap threshold)" if o["default_malloc"] else
                                "glibc with a fixed mmap threshold (`MALLOC_MMAP_THRESHOLD_=131072`: peak RSS follows "
-                               "the live tensors, reproducible; forwards ~5-10% slower than with the default)"),
-            *m.rewritten(raw)]),
+                               "the live tensors, reproducible; forwards ~5-10% slower than with the default)")]),
         "## (a) Encoder: forward time and peak extra memory vs number of inputs M",
         f"Inputs [1, M, {s['num_input_channels']}] -> latents [1, {s['num_latents']}, {s['num_latent_channels']}]; "
         f"{s['num_cross_attend_heads']} cross head, {s['num_blocks']} blocks x {s['num_self_attends_per_block']} "
@@ -241,9 +222,9 @@ def render(raw: dict[str, Any]) -> str:
         comparison_table(dec, "O", "query"),
         "## Summary",
         "\n".join([
-            f"- {name}: n/a (not measured in this run)" if target["ratio"] is None else
+            f"- {name}: n/a (not measured in this run)" if ratio is None else
             f"- **{name} = {big['extra_bytes'] / MIB:.1f} MiB / "  # type: ignore[index]
-            f"{ref['extra_bytes'] / MIB:.1f} MiB = {target['ratio']:.2f}x -> {'PASS' if target['pass'] else 'FAIL'}** "
+            f"{ref['extra_bytes'] / MIB:.1f} MiB = {ratio:.2f}x -> {'PASS' if ratio <= MEMORY_TARGET else 'FAIL'}** "
             f"(target <= {MEMORY_TARGET}x)",
             *[line for part, unit, (a, b) in (("encoder", "input", enc.items()), ("decoder", "query", dec.items()))
               for line in (scaling_line(f"{part} {a[0]}", a[1], unit), scaling_line(f"{part} {b[0]}", b[1], unit),
@@ -270,13 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     progress(f"[check] {check['result'] if check['status'] == 'ok' else na(check, True)}")
     enc = run_part("encoder", ENCODER_SIZES[:4] if args.quick else ENCODER_SIZES, o)
     dec = run_part("decoder", DECODER_SIZES[:4] if args.quick else DECODER_SIZES, o)
-    big, ref = ok(dec["chunked"].get(str(DECODER_SIZES[-1]))), ok(dec["one-shot"].get(str(CHUNK_SIZE)))
-    ratio = big["extra_bytes"] / ref["extra_bytes"] if big and ref and ref["extra_bytes"] > 0 else None
     raw = dict(environment=env, options=o, encoder_settings=ENCODER_SETTINGS, decoder_settings=dict(
         grid=DECODER_GRID, bands=DECODER_BANDS, output_channels=DECODER_OUTPUT_CHANNELS, chunk_size=CHUNK_SIZE),
-        equal_weights_check=check, encoder=enc, decoder=dec, wall_s=time.monotonic() - started,
-        memory_target={"target": MEMORY_TARGET, "ratio": ratio,
-                       "pass": None if ratio is None else ratio <= MEMORY_TARGET})
+        equal_weights_check=check, encoder=enc, decoder=dec, wall_s=time.monotonic() - started)
     m.finish(args.out, "scaling-quick" if args.quick else "scaling", raw, render)
 
 

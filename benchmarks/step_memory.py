@@ -61,11 +61,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     step()  # warm-up at full size (allocator, lazy initialisation)
     model.zero_grad(set_to_none=True)
-    timing: dict[str, Any] = {}
-    losses: list[float] = []
-    _, memory = m.peak_memory(lambda: timing.update(m.timed(lambda: losses.append(step()))))
+    with m.peak_memory() as memory, m.watch() as timing:
+        loss = step()
     # The loss shows that every row computes the same function of the same weights.
-    return {**memory, **timing, "loss": losses[-1],
+    return {**memory, **timing, "loss": loss,
             "weights_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / MIB}
 
 
@@ -90,8 +89,8 @@ def render(raw: dict[str, Any]) -> str:
                       f"{r['s'] / peer['s']:.2f}" if peer else "n/a", NOTES.get(row["impl"], "")])
     env = raw["env"]
     lines = [f"# Training-step memory: `imagenet_fourier` at {raw['image_size']} x {raw['image_size']}, batch 1"
-             + (" (--quick: a shrunken model)" if raw["tiny"] else ""), "", *m.env_lines(env, raw["options"], "row time limit"),
-             *m.rewritten(raw),
+             + (" (--quick: a shrunken model)" if raw["tiny"] else ""), "",
+             *m.env_lines(env, raw["options"], "row time limit"),
              "- per row: a fresh worker process; one warm-up step, gradients dropped, one measured step (forward + "
              "backward of the sum of the logits); peak MiB = peak RSS above the RSS before the step (weights "
              "excluded; gradients and activations included); seconds = its wall time (`*`: other load over "
@@ -111,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         outcome = m.run_worker(__file__, {**row, "tiny": args.quick}, args.o, args.row_timeout_s)
         results.append({"name": row["name"], **outcome})
         r = m.ok(outcome)
-        progress(f"{row['name']}: " + (f"{r['extra_bytes'] / MIB:,.0f} MiB, {r['s']:.2f} s" if r else m.na(outcome, True)))
+        progress(f"{row['name']}: "
+                 + (f"{r['extra_bytes'] / MIB:,.0f} MiB, {r['s']:.2f} s" if r else m.na(outcome, True)))
     raw = {"env": env, "options": args.o, "tiny": args.quick, "image_size": TINY["image_size"] if args.quick else 224,
            "rows": results}
     m.finish(args.out, "step_memory-quick" if args.quick else "step_memory", raw, render)

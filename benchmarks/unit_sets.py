@@ -132,8 +132,8 @@ def run(args: Any) -> dict[str, Any]:
 def render(raw: dict[str, Any]) -> str:
     o, models = raw["options"], raw["models"]
     lines = ["# Unit sets: Perceiver IO vs a Transformer encoder of the same size", "", *m.env_lines(raw["env"]),
-             *m.rewritten(raw),
-             "- models: " + "; ".join(f"{v['label']} (`{v['preset']}`{', ' + str(v['overrides']) if v['overrides'] else ''}): "
+             "- models: " + "; ".join(f"{v['label']} (`{v['preset']}`"
+                                       f"{', ' + str(v['overrides']) if v['overrides'] else ''}): "
                                        f"{v['parameters']:,} parameters, trained {o['steps']} steps in "
                                        f"{v['train_seconds']:.0f} s" for v in models.values()),
              f"- training: batch {o['batch_size']} of sets of {TRAIN_UNITS[0]}-{TRAIN_UNITS[1]} units; evaluation: "
