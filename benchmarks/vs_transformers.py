@@ -36,7 +36,7 @@ TIME_TARGET = 1 / 1.5  # fwd+bwd: ours at least 1.5x faster
 MEMORY_TARGET = 1.0  # peak memory no higher than transformers'
 MEMORY_TIE = 0.01  # a miss by at most this fraction is flagged as a tie (page-level noise)
 MIN_ROUNDS = 2
-HF, OURS, CHUNKED = "transformers", "ours", "ours chunked"
+HF, OURS, CHUNKED, COMPILED = "transformers", "ours", "ours chunked", "ours compiled"  # compiled: gemm_bound.py
 
 MLM_CONFIG: dict[str, Any] = dict(
     num_latents=256, d_latents=1280, d_model=768, num_blocks=1, num_self_attends_per_block=8,
@@ -108,15 +108,17 @@ def build_case(row: dict[str, Any], impls: list[str]) -> Case:
     from perceiver_io.convert import from_transformers
 
     hf = m.build_transformers(row["head"], row["config"])
-    ours = from_transformers(hf).eval() if {OURS, CHUNKED} & set(impls) else None
+    ours = from_transformers(hf).eval() if {OURS, CHUNKED, COMPILED} & set(impls) else None
+    compiled = torch.compile(ours) if COMPILED in impls else None  # the same parameters; compiles on its first call
     hf = hf if HF in impls else None
     g, c, b = torch.Generator().manual_seed(SEED + 1), row["config"], row["batch"]
     if row["kind"] == "mlm":  # transformers decodes all max_position_embeddings queries; the real ones come first
         inputs = primer = torch.randint(0, c["vocab_size"], (b, row["length"]), generator=g)
-        run = {OURS: lambda x: ours(x), HF: lambda x: hf(inputs=x).logits[:, : x.shape[1]]}
+        run = {OURS: lambda x: ours(x), COMPILED: lambda x: compiled(x),
+               HF: lambda x: hf(inputs=x).logits[:, : x.shape[1]]}
     elif row["kind"] == "image":
         inputs = primer = torch.randn(b, 3, c["image_size"], c["image_size"], generator=g)
-        run = {OURS: lambda x: ours(x), HF: lambda x: hf(inputs=x).logits}
+        run = {OURS: lambda x: ours(x), COMPILED: lambda x: compiled(x), HF: lambda x: hf(inputs=x).logits}
     else:
         _, t, h, w = c["output_shape"]
         data = dict(image=torch.randn(b, t, 3, h, w, generator=g),
@@ -128,6 +130,7 @@ def build_case(row: dict[str, Any], impls: list[str]) -> Case:
         primer = (data, dict(image=points["image"][:n_img], audio=points["audio"][:n_aud]), max(1, n_img // 3))
         run = {OURS: lambda x: ours(x[0], subsampled_output_points=x[1]),
                CHUNKED: lambda x: ours(x[0], subsampled_output_points=x[1], output_chunk_size=x[2]),
+               COMPILED: lambda x: compiled(x[0], subsampled_output_points=x[1]),
                HF: lambda x: hf(inputs=x[0], subsampled_output_points=dict(x[1], label=None)).logits}
     models = {impl: hf if impl == HF else ours for impl in run if impl in impls}
     return Case(models, {impl: run[impl] for impl in models}, inputs, primer, row.get("precision", "fp32"))

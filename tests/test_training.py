@@ -243,6 +243,28 @@ def test_torch_compile_switch_trains(tmp_path):
     assert all(torch.isfinite(p).all() for p in task.parameters())
 
 
+def test_compiled_mlm_is_one_graph_and_still_rejects_positions_out_of_range():
+    """The range check of subsampled output points reads values: eager runs it, torch.compile skips it rather
+    than break its graph there, and the compiled gather still refuses an index out of range."""
+    from perceiver_io import create_model
+
+    torch.manual_seed(0)
+    model = create_model("language_bytes_small", max_seq_len=16, num_self_attends=1, num_channels=16, num_heads=2,
+                         num_latents=4, num_latent_channels=16)
+    ids, mask = torch.randint(0, 262, (2, 10)), torch.ones(2, 10, dtype=torch.bool)
+    positions = torch.tensor([1, 4, 9])
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(ids, mask, subsampled_output_points=positions)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    compiled = torch.compile(model)
+    torch.testing.assert_close(compiled(ids, mask, subsampled_output_points=positions),
+                               model(ids, mask, subsampled_output_points=positions))
+    with pytest.raises(ValueError, match=r"expected indices in \[0, 10\), got values in \[1, 10\]"):
+        model(ids, mask, subsampled_output_points=torch.tensor([1, 10]))  # eager: the clear error
+    with pytest.raises((IndexError, RuntimeError)):
+        compiled(ids, mask, subsampled_output_points=torch.tensor([1, 10]))
+
+
 def test_data_shape_check_allows_any_size_for_fourier_models():
     from types import SimpleNamespace
 

@@ -349,8 +349,9 @@ def check_indices(name: str, indices: torch.Tensor, num_positions: int | None) -
     if indices.numel() == 0:
         # Nothing to decode: an empty output is more likely a bug upstream than a request.
         raise ValueError(f"{name}: expected at least one index, got an empty tensor (pass None to decode every point)")
-    # The range check reads values, which an exported graph cannot branch on (torch.export stops at it).
-    if num_positions is not None and not torch.compiler.is_exporting() and (
+    # The range check reads values: torch.export cannot branch on them and torch.compile would break its graph
+    # here, so only eager runs it (a compiled or exported gather still rejects an index out of range).
+    if num_positions is not None and not torch.compiler.is_compiling() and (
         int(indices.min()) < 0 or int(indices.max()) >= num_positions
     ):
         raise ValueError(
