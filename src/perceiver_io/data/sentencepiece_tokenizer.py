@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from numbers import Integral
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..serialization import atomic_write_bytes
 
 __all__ = ["SPECIAL_PIECES", "SentencePieceTokenizer", "train_sentencepiece"]
 
@@ -158,14 +159,7 @@ def train_sentencepiece(
                              f"SentencePiece says: {message}") from None
         raise ValueError(f"train_sentencepiece: the SentencePiece trainer failed: {message}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(writer.getvalue())
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(output, writer.getvalue())
     return output
 
 
