@@ -106,12 +106,15 @@ def test_gpu_script_runs_its_tiny_rows_on_the_cpu(tmp_path: Path) -> None:
 
 def test_decode_memory_quick_run_decodes_every_row_to_the_same_output(tmp_path: Path) -> None:
     """benchmarks/decode_memory.py --quick: the paper's multimodal decoder on 20,000 queries, three ways, each output
-    bitwise equal to the decode without overwrites."""
+    bitwise equal to the decode without overwrites, and transformers' decoder with the same weights beside them."""
     done = run_script("decode_memory", "--quick", "--threads", "1", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     raw = json.loads((tmp_path / "decode_memory-quick.json").read_text())
-    assert list(raw["rows"]) == ["before", "in-place activations", "+ queries freed"]
-    assert all(r["equal_to_before"] and r["peak_extra_bytes"] > raw["output_bytes"] for r in raw["rows"].values())
+    assert list(raw["rows"]) == ["before", "in-place activations", "+ queries freed", "transformers"]
+    ours = [raw["rows"][name] for name in ("before", "in-place activations", "+ queries freed")]
+    assert all(r["equal_to_before"] and r["peak_extra_bytes"] > raw["output_bytes"] for r in ours)
+    peer = raw["rows"]["transformers"]
+    assert 0 < peer["max_abs_diff_to_before"] < 1e-4 and peer["peak_extra_bytes"] > raw["output_bytes"]
     assert raw["query_channels"] == 1026 and raw["options"]["outputs"] == 20_000
 
 
