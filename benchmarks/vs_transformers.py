@@ -344,8 +344,8 @@ NOTES = [
     "- **multimodal-200k**: the paper's configuration; points are every 4th video pixel (200,000 of 802,816) and "
     "every 4th audio patch (480 of 1920, the same proportion), plus the label.",
     "- **multimodal-200k (ours chunked)**: `forward(..., output_chunk_size)`: each modality decoded chunk by chunk. "
-    "Chunking bounds the forward's memory; under autograd every chunk's activations are kept for backward, so "
-    "fwd+bwd memory is not bounded by it.",
+    "Chunking bounds the forward's memory; with gradients on, each chunk is checkpointed (recomputed in the "
+    "backward), so fwd+bwd keeps only the chunks' outputs, at the cost of decoding each chunk twice.",
     "- `*` after a time: no undisturbed round (other processes took more than "
     f"{m.CONTENTION_CORES} cores during some step of every round); k = rounds in the median (\"5 of 9\": 4 "
     "disturbed rounds were left out).",
