@@ -17,7 +17,7 @@ each row of ``benchmarks/vs_transformers.py`` (same models, equal weights, input
 
 ``lowest ratio`` = bound / transformers' step: no fp32 implementation of this arithmetic on this machine can
 have a smaller ours/transformers ratio (the retired target, 1.5x faster, needs <= 0.667). ``own-rate bound / ours``
-= the bound over ours' step of the same round: the issue's target is >= 0.95. About 15 minutes on 2 cores, the
+= the bound over ours' step of the same round: the issue's target is >= 0.95. About 12 minutes on 2 cores, the
 multimodal row most of it (compiling each row takes 1-2 minutes of it).
 """
 

@@ -19,7 +19,8 @@ Each row builds a transformers head with seeded random weights and converts it w
 * Targets (the project's issue): fwd+bwd time ratio <= 0.667 and peak memory ratio <= 1.0 (forward: memory only).
 
 ``--precision bf16``: forward and loss of both under CPU bf16 autocast (``*-bf16.*``). ``--profile ROWS`` instead writes
-a ``torch.profiler`` breakdown of one fwd+bwd step per implementation. About 20 minutes on 2 cores (``--quick``: 3-5).
+a ``torch.profiler`` breakdown of one fwd+bwd step per implementation. About 12 minutes on 2 cores, 7 with
+``--precision bf16`` (``--quick``: 3-5).
 """
 
 import statistics
@@ -339,8 +340,8 @@ NOTES = [
     "position queries (then we take `logits[:, :512]`); ours decodes only the 512 positions that exist. This is an "
     "interface difference (ours computes logits for the positions the input has), so part of the gap is work "
     "transformers does and ours does not; **mlm-512** (`max_position_embeddings=512`) is the equal-work comparison.",
-    "- **image-64** runs at the paper's latent size (512 x 1024, 8 x 6 self-attends): a fwd+bwd step takes about "
-    "8 s here, under the ~20 s at which the issue allowed reducing it to one block.",
+    "- **image-64** runs at the paper's latent size (512 x 1024, 8 x 6 self-attends): its fwd+bwd step (in the "
+    "table) stays under the ~20 s at which the issue allowed reducing it to one block.",
     "- **multimodal-200k**: the paper's configuration; points are every 4th video pixel (200,000 of 802,816) and "
     "every 4th audio patch (480 of 1920, the same proportion), plus the label.",
     "- **multimodal-200k (ours chunked)**: `forward(..., output_chunk_size)`: each modality decoded chunk by chunk. "

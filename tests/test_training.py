@@ -347,4 +347,6 @@ def test_test_views_run_test_time_augmentation_in_test_only(tmp_path):
     task._trainer = SimpleNamespace(datamodule=SimpleNamespace(image_shape=(1, 8, 8), num_classes=10))
     with pytest.raises(ValueError, match=r"test_views: expected a data module with an augment\(images, generator\)"):
         task.setup("test")
+    with pytest.raises(ValueError, match=r"test_views: .* got plain dataloaders"):
+        trainer(tmp_path).test(task, dataloaders=data.test_dataloader(), verbose=False)
     task._trainer = None

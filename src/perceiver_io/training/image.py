@@ -63,6 +63,9 @@ class ImageClassificationTask(PerceiverTask):
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if data is None:
+            if self.test_views and stage == "test":  # the views come from the data module's augment
+                raise ValueError("test_views: expected a data module with an augment(images, generator) method "
+                                 "for test-time augmentation, got plain dataloaders; set test_views=0")
             return
         adapter = self.model.input_adapter.config
         classes = self.model.output_adapter.config.num_classes
