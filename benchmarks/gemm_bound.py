@@ -14,6 +14,11 @@ each row of ``benchmarks/vs_transformers.py`` (same models, equal weights, input
 3. ``own-rate bound`` = sum of the step's GEMMs' best times, everything else (softmax, LayerNorm, GELU, copies,
    autograd, allocation) free; ``peak bound`` = the step's GEMM FLOPs at the best rate of any of the row's
    products. Both use the smaller GEMM work of the two implementations.
+4. ``back to back``: each round also runs ours' recorded GEMMs in step order, nothing between them, on operands
+   allocated ahead, about 1 GiB at a time, outside the timing, twice: warm (one set of operands per distinct layout,
+   reused by its repeats, as the isolated timing reuses them) and cold (fresh operands for every call: not in cache).
+   ``ceiling`` = ours' own-rate bound / that time: the highest ``own-rate bound / step`` that a step computing
+   ours' products through this BLAS can reach, with everything but the products free.
 
 ``lowest ratio`` = bound / transformers' step: no fp32 implementation of this arithmetic on this machine can
 have a smaller ours/transformers ratio (the retired target, 1.5x faster, needs <= 0.667). ``own-rate bound / ours``
@@ -43,6 +48,8 @@ MAX_REPS = 5
 IMPLS = (vt.OURS, vt.HF)  # GEMMs recorded
 TIMED = (vt.OURS, vt.COMPILED, vt.HF)  # steps timed each round
 WITHIN = 0.95  # the target: ours' step within 5% of the own-rate bound (bound / ours >= 0.95)
+KINDS = ("warm", "cold")  # back-to-back GEMMs on reused operands, on fresh ones
+REPLAY_BATCH_BYTES = 2**30  # back-to-back GEMMs: operands allocated ahead in batches of about this size
 
 
 class GemmCall(NamedTuple):
@@ -79,12 +86,40 @@ def best_time(op: str, args: tuple) -> float:
     """Best wall time of the GEMM ``op`` on fresh random operands with the recorded layout: one
     warm-up (BLAS packing buffers, page faults), then the best of 2-5 runs (until MIN_TIMING_S)."""
     func = getattr(torch.ops.aten, op).default
-    tensors = [torch.empty_strided(a[1], a[2], dtype=getattr(torch, a[3].split(".")[-1])).normal_()
-               if isinstance(a, tuple) and a and a[0] == "tensor" else a for a in args]
+    tensors = operands(args)
     with torch.no_grad():
         timed = m.timer(lambda: func(*tensors))
         first = max(timed.timeit(1), 1e-9)
         return min(timed.repeat(max(2, min(MAX_REPS, math.ceil(MIN_TIMING_S / first))), 1))
+
+
+def operands(args: tuple) -> list[Any]:
+    """Fresh random tensors with the sizes, strides and dtypes recorded in ``args`` (other arguments as they are)."""
+    return [torch.empty_strided(a[1], a[2], dtype=getattr(torch, a[3].split(".")[-1])).normal_()
+            if isinstance(a, tuple) and a and a[0] == "tensor" else a for a in args]
+
+
+def back_to_back_s(calls: list[GemmCall], fresh: bool) -> float:
+    """Seconds of ``calls`` run in order with nothing between them, on operands allocated ahead in batches of about
+    REPLAY_BATCH_BYTES (outside the timing). ``fresh``: each call on its own new operands (not in cache); else one
+    set of operands per distinct (op, layout) of a batch, reused by its repeats (as in :func:`best_time`)."""
+    total, i = 0.0, 0
+    while i < len(calls):
+        batch, shared, size = [], {}, 0
+        while i < len(calls) and (not batch or size < REPLAY_BATCH_BYTES):
+            key = (calls[i].op, calls[i].args) if not fresh else i
+            if key not in shared:
+                shared[key] = operands(calls[i].args)
+                size += sum(t.untyped_storage().nbytes() for t in shared[key] if isinstance(t, torch.Tensor))
+            batch.append((getattr(torch.ops.aten, calls[i].op).default, shared[key]))
+            i += 1
+        with torch.no_grad():
+            start = time.perf_counter()
+            for func, tensors in batch:
+                func(*tensors)
+            total += time.perf_counter() - start
+        del batch, shared
+    return total
 
 
 def record_gemms(case: vt.Case, impl: str) -> tuple[list[GemmCall], float]:
@@ -127,7 +162,7 @@ def run_row(row: dict[str, Any], repeats: int, budget_s: float) -> dict[str, Any
         distinct_gemms=len(distinct),
         in_step_gemm_share={impl: sum(c.seconds for c in calls[impl]) / record_s[impl] for impl in IMPLS},
         step_s={impl: [] for impl in TIMED}, own_rate_bound_s=[], peak_bound_s=[], peak_gflops=[], slowest=[],
-        compile_s=compile_s,
+        compile_s=compile_s, ours_bound_s=[], back_to_back_s={"warm": [], "cold": []},
     )
     rounds = m.rounds(repeats, budget_s, sum(record_s.values()) + record_s[vt.OURS])
     for i in range(rounds):
@@ -139,6 +174,10 @@ def run_row(row: dict[str, Any], repeats: int, budget_s: float) -> dict[str, Any
         best = {key: best_time(call.op, call.args) for key, call in distinct.items()}
         peak = max(c.flops / best[k] / 1e9 for k, c in distinct.items())
         r["own_rate_bound_s"].append(min(sum(best[c.op, c.args] for c in calls[impl]) for impl in IMPLS))
+        r["ours_bound_s"].append(sum(best[c.op, c.args] for c in calls[vt.OURS]))
+        progress(f"[{row['name']}] round {i + 1}/{rounds}: ours' {len(calls[vt.OURS])} GEMMs back to back")
+        for kind, fresh in (("warm", False), ("cold", True)):
+            r["back_to_back_s"][kind].append(back_to_back_s(calls[vt.OURS], fresh))
         r["peak_bound_s"].append(min(flops.values()) / (peak * 1e9))
         r["peak_gflops"].append(peak)
         if i == 0:
@@ -151,6 +190,7 @@ def render(raw: dict[str, Any]) -> str:
     header = ["row", "transformers ms", "ours ms (eager / compiled)", "ours/transformers (eager / compiled)",
               "GEMM GFLOP (ours / transformers)", "GEMM share of the step (ours / transformers)",
               "lowest ratio: own-rate bound", "lowest ratio: peak bound", "own-rate bound / ours (eager / compiled)",
+              "ours' GEMMs back to back ms (warm / cold)", "ceiling: own-rate bound / back to back (warm / cold)",
               f"within {1 - WITHIN:.0%} of the bound? (eager / compiled)"]
 
     def per_round(r: dict[str, Any], bounds: str, impl: str) -> list[float]:  # the bound over impl's step, per round
@@ -161,6 +201,9 @@ def render(raw: dict[str, Any]) -> str:
 
     def both(values: list[str]) -> str:
         return " / ".join(values)
+
+    def ceiling(r: dict[str, Any], kind: str) -> list[float]:  # ours' own-rate bound / its GEMMs back to back
+        return [b / t for b, t in zip(r["ours_bound_s"], r["back_to_back_s"][kind])]
 
     table, lowest = [], []
     for r in results:
@@ -173,7 +216,10 @@ def render(raw: dict[str, Any]) -> str:
             f"{r['gemm_gflop'][vt.OURS]:.1f} / {r['gemm_gflop'][vt.HF]:.1f}",
             f"{r['in_step_gemm_share'][vt.OURS]:.0%} / {r['in_step_gemm_share'][vt.HF]:.0%}",
             spread(per_round(r, "own_rate_bound_s", vt.HF)), spread(per_round(r, "peak_bound_s", vt.HF)),
-            both([spread(own[i]) for i in ours]), both(["yes" if med(own[i]) >= WITHIN else "no" for i in ours])])
+            both([spread(own[i]) for i in ours]),
+            *([both([f"{med(r['back_to_back_s'][k]) * 1e3:.0f}" for k in KINDS]),
+               both([spread(ceiling(r, k)) for k in KINDS])] if "back_to_back_s" in r else ["-", "-"]),
+            both(["yes" if med(own[i]) >= WITHIN else "no" for i in ours])])
     compiled = [r for r in results if "compile_s" in r]
     return "\n\n".join([
         "# Lower bound on a fwd+bwd step from its GEMMs (CPU, fp32)",
@@ -199,6 +245,16 @@ def render(raw: dict[str, Any]) -> str:
             + "); reaching it would need products this BLAS runs slower (thin, odd-sized) to run at its best rate.",
             f"- own-rate bound / ours: the share of ours' step its GEMMs would take at their best isolated speed "
             f"(median over rounds); the issue's target is >= {WITHIN} (ours within {1 - WITHIN:.0%} of the bound).",
+            "- back to back: ours' recorded GEMMs alone, in step order, nothing between them; warm: one set of "
+            "operands per distinct layout, reused by its repeats (as in the isolated timing); cold: fresh operands "
+            "for every call, not in cache. A step meets its operands between the two (the backward reads activations "
+            "saved a whole forward earlier). ceiling = ours' own-rate bound / that time (median over rounds): no step "
+            "that computes these products with this BLAS can have a higher own-rate bound / step, even with "
+            f"everything else free. The {WITHIN} target is out of reach even with warm operands in "
+            + (", ".join(r["name"] for r in results if "back_to_back_s" in r and med(ceiling(r, "warm")) < WITHIN)
+               or "no row") + "; with cold ones in "
+            + (", ".join(r["name"] for r in results if "back_to_back_s" in r and med(ceiling(r, "cold")) < WITHIN)
+               or "no row") + ".",
             "- compiled: `torch.compile(model)` (inductor, default mode) of the same model and weights, timed in the "
             "same rounds; its products are ours' (inductor calls the same BLAS for fp32 products on the CPU). "
             "Compile time (the first compiled step, forward and backward graphs), not in the medians: "

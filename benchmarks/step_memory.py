@@ -3,12 +3,13 @@
 ``imagenet_fourier`` (224 x 224 pixels: M = 50,176 inputs of 261 channels, one cross-attention head, 512 x 1024
 latents, 8 x 6 self-attends, class query) at batch 1, against transformers' ``PerceiverForImageClassificationFourier``
 holding the same weights (``perceiver_io.convert.to_transformers``), in fp32 and under bf16 autocast. Ours runs as
-it is and with its two memory switches: ``activation_checkpointing`` (recompute the latent self-attention stack)
-and ``input_chunk_size`` (the input cross-attention over chunks of input positions, flash-attention style, in
-forward and backward). Each row runs in a fresh worker process (:mod:`_measure`): the model built, one warm-up step
+it is and with its memory switches: ``activation_checkpointing`` (recompute the latent self-attention stack),
+``input_chunk_size`` (the input cross-attention over chunks of input positions, flash-attention style, in
+forward and backward) and, in bf16, ``recompute_attention`` (the plain attention path's probabilities recomputed in
+the backward). Each row runs in a fresh worker process (:mod:`_measure`): the model built, one warm-up step
 at full size, gradients dropped, then one measured step: peak RSS above the RSS before it (weights excluded,
 gradients and activations included) and its wall time. The loss is the sum of the logits, so every weight gets a
-gradient. About 2.5 minutes on 2 cores (``--quick``: a shrunken model on 32 x 32 images, for the tests).
+gradient. About 3 minutes on 2 cores (``--quick``: a shrunken model on 32 x 32 images, for the tests).
 """
 
 from typing import Any
@@ -19,7 +20,8 @@ from _measure import MIB, progress
 CHUNK = 2048
 ROWS: list[dict[str, Any]] = [dict(name=f"{impl}-{precision}", impl=impl, precision=precision) for impl, precision in [
     ("transformers", "fp32"), ("ours", "fp32"), ("ours+checkpointing", "fp32"), ("ours+chunks", "fp32"),
-    ("ours+both", "fp32"), ("transformers", "bf16"), ("ours", "bf16"), ("ours+both", "bf16"),
+    ("ours+both", "fp32"), ("transformers", "bf16"), ("ours", "bf16"), ("ours+recompute", "bf16"),
+    ("ours+recompute+chunks", "bf16"), ("ours+both", "bf16"),
 ]]
 TINY = dict(image_size=32, overrides=dict(
     encoder=dict(num_latents=32, num_latent_channels=64, num_blocks=2, num_self_attends_per_block=2,
@@ -30,6 +32,8 @@ NOTES = {
     "ours+checkpointing": "`activation_checkpointing`: the latent stack recomputed in the backward",
     "ours+chunks": f"`input_chunk_size={CHUNK}`: the input cross-attention over chunks of {CHUNK} inputs",
     "ours+both": "both switches",
+    "ours+recompute": "`recompute_attention`: the plain attention path recomputes its probabilities in the backward",
+    "ours+recompute+chunks": f"`recompute_attention` and `input_chunk_size={CHUNK}`",
 }
 
 
@@ -38,6 +42,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     from perceiver_io import create_model
     from perceiver_io.convert import to_transformers
+    from perceiver_io.core import set_recompute_probabilities
 
     torch.manual_seed(m.SEED)
     tiny = spec["tiny"]
@@ -50,7 +55,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         model = forward = ours
         model.encoder.gradient_checkpointing = spec["impl"] in ("ours+checkpointing", "ours+both")
-        model.encoder.input_chunk_size = CHUNK if spec["impl"] in ("ours+chunks", "ours+both") else None
+        model.encoder.input_chunk_size = CHUNK if "chunks" in spec["impl"] or spec["impl"] == "ours+both" else None
+        set_recompute_probabilities(model, "recompute" in spec["impl"])
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
 
     def step() -> float:

@@ -18,7 +18,8 @@ Each row builds a transformers head with seeded random weights and converts it w
   none was undisturbed).
 * Targets (the project's issue): fwd+bwd time ratio <= 0.667 and peak memory ratio <= 1.0 (forward: memory only).
 
-``--precision bf16``: forward and loss of both under CPU bf16 autocast (``*-bf16.*``). ``--profile ROWS`` instead writes
+``--precision bf16``: forward and loss of both under CPU bf16 autocast (``*-bf16.*``); ``--recompute``: ours with
+the ``recompute_attention`` switch (``*-recompute.*``). ``--profile ROWS`` instead writes
 a ``torch.profiler`` breakdown of one fwd+bwd step per implementation. About 12 minutes on 2 cores, 7 with
 ``--precision bf16`` (``--quick``: 3-5).
 """
@@ -110,6 +111,10 @@ def build_case(row: dict[str, Any], impls: list[str]) -> Case:
 
     hf = m.build_transformers(row["head"], row["config"])
     ours = from_transformers(hf).eval() if {OURS, CHUNKED, COMPILED} & set(impls) else None
+    if ours is not None and row.get("recompute"):
+        from perceiver_io.core import set_recompute_probabilities
+
+        set_recompute_probabilities(ours)
     compiled = torch.compile(ours) if COMPILED in impls else None  # the same parameters; compiles on its first call
     hf = hf if HF in impls else None
     g, c, b = torch.Generator().manual_seed(SEED + 1), row["config"], row["batch"]
@@ -384,7 +389,8 @@ def render(raw: dict[str, Any]) -> str:
         "# Perceiver IO vs transformers: speed and peak memory at equal weights (CPU)"
         + (" - quick: tiny rows, a smoke check only" if o["quick"] else ""),
         "\n".join(m.env_lines(env, o, "memory-worker time limit", ", " + (
-            "bf16 autocast (forward and loss; both implementations)" if env.get("precision") == "bf16" else "fp32")) + [
+            "bf16 autocast (forward and loss; both implementations)" if env.get("precision") == "bf16" else "fp32")
+            + ("; ours with the `recompute_attention` switch" if env.get("recompute") else "")) + [
             "- equal weights (ours converted with `from_transformers`), max |ours - transformers| over the outputs "
             "(eval, primer inputs): " + "; ".join(checks),
             "- time: median of k alternating rounds in one process per row (order rotated each round), after one "
@@ -427,18 +433,23 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds of timed rounds per row and mode, estimated from the memory workers (default 60)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32 (default) or bf16: both implementations under CPU bf16 autocast (writes *-bf16.*)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="ours with the recompute_attention switch (writes *-recompute.*)")
     parser.add_argument("--profile", metavar="ROWS",
                         help="profile one fwd+bwd step per implementation of the comma-separated ROWS instead")
     parser.add_argument("--profile-threads", type=int, help="torch threads for --profile (default --threads)")
     if not (args := m.parse(parser, argv, render, measure, ("repeats", "mode_budget_s"))):
         return
-    rows = [dict(row, precision=args.precision) if args.precision != "fp32" else row
-            for row in (QUICK_ROWS if args.quick else ROWS)]
-    stem = "vs_transformers" + ("-quick" if args.quick else "") + ("-bf16" if args.precision == "bf16" else "")
+    switches = {**({"precision": args.precision} if args.precision != "fp32" else {}),
+                **({"recompute": True} if args.recompute else {})}
+    rows = [dict(row, **switches) for row in (QUICK_ROWS if args.quick else ROWS)]
+    stem = "vs_transformers" + ("-quick" if args.quick else "") + ("-bf16" if args.precision == "bf16" else "") + (
+        "-recompute" if args.recompute else "")
     if args.profile:
         return profile(m.select_rows(rows, args.profile, "--profile"), args.out / f"{stem}.profile.txt",
                        args.profile_threads or args.threads)
-    started, o, env = time.monotonic(), args.o, dict(m.environment(args.threads), precision=args.precision)
+    started, o = time.monotonic(), args.o
+    env = dict(m.environment(args.threads), precision=args.precision, **({"recompute": True} if args.recompute else {}))
     results = [run_row(row, o) for row in m.select_rows(rows, args.rows)]
     m.finish(args.out, stem, dict(environment=env, options=o, rows=results, wall_s=time.monotonic() - started), render)
 

@@ -217,3 +217,99 @@ def test_attention_weights_reproduce_the_attention_output():
     out = (w @ v).transpose(1, 2).reshape(2, 3, -1)
     expected = layer.attention(layer.q_norm(x_q), layer.kv_norm(x_kv), mask)
     torch.testing.assert_close(layer.attention.out(out), expected, rtol=1e-5, atol=1e-6)
+
+
+def plain_attention(q, k, v, mask=None):
+    """The unfused path with autograd keeping the probabilities (the default)."""
+    return attention_module.unfused_attention(q, k, v, mask)
+
+
+def recomputing_attention(q, k, v, mask=None):
+    return attention_module.unfused_attention(q, k, v, mask, recompute=True)
+
+
+@pytest.mark.parametrize("mask_kind", [None, "keys", "per-query"])
+def test_recomputed_probabilities_gradients_are_exact(mask_kind):
+    """float64 gradcheck of the backward that rebuilds the probabilities from q, k and the logsumexp."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, d, generator=g, dtype=torch.float64, requires_grad=True)
+               for n, d in ((4, 5), (6, 5), (6, 7)))
+    mask = None
+    if mask_kind == "keys":
+        mask = (torch.rand(2, 6, generator=g) > 0.4)[:, None, None, :]
+        mask[..., 0] = True
+    elif mask_kind == "per-query":
+        mask = (torch.rand(2, 1, 4, 6, generator=g) > 0.4)
+        mask[..., 0] = True
+    assert torch.autograd.gradcheck(lambda *t: attention_module.RecomputedProbabilities.apply(*t, mask), (q, k, v))
+
+
+def test_recomputed_probabilities_keep_the_forward_and_drop_the_stored_probabilities():
+    """The plain path's output bit for bit and its gradients, without a [B, H, Nq, Nk] tensor saved for the backward
+    (what the plain path keeps), in fp32 and under bf16 autocast (q, k, v in bf16, or in fp32 cast by autocast)."""
+    g = torch.Generator().manual_seed(0)
+    shapes = ((2, 4, 64, 8), (2, 4, 96, 8), (2, 4, 96, 16))  # Nq = 64, Nk = 96: the scores are [2, 4, 64, 96]
+    mask = (torch.rand(2, 96, generator=g) > 0.3)[:, None, None, :]
+    for autocast, projected in ((False, True), (True, True), (True, False)):
+        grads, outs, saved = [], [], []
+        for attend in (plain_attention, recomputing_attention):
+            tensors = [torch.randn(s, generator=torch.Generator().manual_seed(i), requires_grad=True)
+                       for i, s in enumerate(shapes)]
+            shapes_saved: list[tuple[int, ...]] = []
+
+            def pack(t, shapes_saved=shapes_saved):
+                shapes_saved.append(tuple(t.shape))
+                return t
+
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), \
+                    torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                # projected: q, k, v out of a product (bf16 under autocast, as the projections give them)
+                q, k, v = (t @ torch.eye(t.shape[-1]) if projected else t for t in tensors)
+                out = attend(q, k, v, mask)
+            out.float().pow(2).sum().backward()
+            outs.append(out)
+            grads.append([t.grad for t in tensors])
+            saved.append(shapes_saved)
+        assert outs[0].dtype == outs[1].dtype and torch.equal(outs[0], outs[1])
+        # bitwise equal where measured; the tolerance allows another BLAS's blocking of the transposed products
+        tolerance = dict(rtol=1e-2, atol=1e-3) if autocast else dict(rtol=1e-5, atol=1e-6)
+        for plain, recomputed in zip(*grads):
+            torch.testing.assert_close(recomputed, plain, **tolerance)
+        assert (2, 4, 64, 96) in saved[0] and (2, 4, 64, 96) not in saved[1]
+
+
+def test_recomputation_is_a_switch_used_only_when_gradients_are_recorded(monkeypatch):
+    """Off by default; on, inference and attention dropout keep the plain path (dropout's mask could not be rebuilt
+    in the backward); the layer switch reaches the plain path, and set_recompute_probabilities sets every layer."""
+    calls = []
+    real = attention_module.RecomputedProbabilities.apply
+    monkeypatch.setattr(attention_module.RecomputedProbabilities, "apply", lambda *a: calls.append(1) or real(*a))
+    q, k, v = (torch.randn(1, 2, 3, 4, requires_grad=True) for _ in range(3))
+    attention_module.unfused_attention(q, k, v).sum().backward()
+    with torch.no_grad():
+        attention_module.unfused_attention(q, k, v, recompute=True)
+    attention_module.unfused_attention(q, k, v, dropout_p=0.5, recompute=True)
+    assert calls == []
+    attention_module.unfused_attention(q, k, v, recompute=True).sum().backward()
+    assert calls == [1] and q.grad is not None
+
+    layer = CrossAttentionLayer(8, 6, num_heads=2, qk_channels=4, v_channels=6)  # unequal heads: the plain path
+    x_q, x_kv = torch.randn(2, 3, 8), torch.randn(2, 5, 6)
+    reference = layer(x_q, x_kv)
+    assert len(calls) == 1
+    assert attention_module.set_recompute_probabilities(torch.nn.Sequential(layer, SelfAttentionLayer(8, 2))) == 2
+    assert layer.attention.recompute_probabilities
+    torch.testing.assert_close(layer(x_q, x_kv), reference, rtol=0, atol=0)
+    assert len(calls) == 2
+    with pytest.raises(TypeError, match="on: expected a bool"):
+        attention_module.set_recompute_probabilities(layer, "yes")
+
+
+def test_task_switch_recomputes_every_attention_layer():
+    from perceiver_io.training.image import ImageClassificationTask
+
+    task = ImageClassificationTask(preset="digits_fourier", recompute_attention=True)
+    layers = [m for m in task.model.modules() if isinstance(m, MultiHeadAttention)]
+    assert layers and all(m.recompute_probabilities for m in layers)
+    assert not any(m.recompute_probabilities for m in ImageClassificationTask(preset="digits_fourier").model.modules()
+                   if isinstance(m, MultiHeadAttention))

@@ -15,8 +15,8 @@ from torch import nn
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
-SCRIPTS = ["attention_cpu", "cpu_inference", "decode_memory", "gemm_bound", "gpu", "mlm_recipe", "multimodal_tradeoff",
-           "scaling", "step_memory", "unit_sets", "vs_transformers"]
+SCRIPTS = ["attention_cpu", "cpu_inference", "decode_memory", "fused_projections", "gemm_bound", "gpu", "mlm_recipe",
+           "multimodal_tradeoff", "scaling", "step_memory", "unit_sets", "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -52,6 +52,17 @@ def test_best_time_reruns_a_recorded_layout() -> None:
     assert gemm_bound.best_time(call.op, call.args) > 0
 
 
+def test_back_to_back_replays_recorded_gemms_in_batches(monkeypatch) -> None:
+    """The GEMMs of a step re-run in order on operands allocated ahead, warm (shared per layout) and cold (fresh),
+    also when the operands need several batches."""
+    layer = nn.Linear(24, 40)
+    with gemm_bound.GemmRecorder() as recorder:
+        layer(torch.randn(3, 24, requires_grad=True)).pow(2).sum().backward()
+    calls = recorder.calls * 3
+    monkeypatch.setattr(gemm_bound, "REPLAY_BATCH_BYTES", 4096)  # a few calls per batch
+    assert all(gemm_bound.back_to_back_s(calls, fresh) > 0 for fresh in (False, True))
+
+
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args], capture_output=True, text=True,
                           timeout=120, check=False)
@@ -64,8 +75,9 @@ def test_help(name: str) -> None:
     assert "--out" in done.stdout and "--from-json" in done.stdout
 
 
-@pytest.mark.parametrize("stem", ["attention_cpu", "decode_memory", "gemm_bound", "mlm_recipe", "multimodal_tradeoff",
-                                  "scaling", "step_memory", "unit_sets", "vs_transformers", "vs_transformers-bf16"])
+@pytest.mark.parametrize("stem", ["attention_cpu", "decode_memory", "fused_projections", "gemm_bound", "mlm_recipe",
+                                  "multimodal_tradeoff", "scaling", "step_memory", "unit_sets", "vs_transformers",
+                                  "vs_transformers-bf16", "vs_transformers-bf16-recompute"])
 def test_report_of_committed_results_keeps_their_tables(stem: str, tmp_path: Path) -> None:
     """Re-rendering a committed .json gives the committed .md's tables, cell for cell (README quotes them)."""
     done = run_script(stem.split("-")[0], "--from-json", str(BENCHMARKS / "results" / f"{stem}.json"), "--out", str(tmp_path))

@@ -37,18 +37,78 @@ def use_fused_attention(q: torch.Tensor, v: torch.Tensor) -> bool:
 
 
 def unfused_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    recompute: bool = False,
 ) -> torch.Tensor:
     """``softmax(q k^T / sqrt(Dqk)) v`` as three plain ops: ``[B, H, Nq, Dqk]``, ``[B, H, Nk, Dqk]``,
     ``[B, H, Nk, Dv]`` -> ``[B, H, Nq, Dv]``; ``mask`` (bool, True = attend) broadcasts to the scores
-    and must leave every row at least one key (the caller guarantees it)."""
+    and must leave every row at least one key (the caller guarantees it).
+
+    ``recompute``: when gradients are recorded (and there is no dropout) run as :class:`RecomputedProbabilities`,
+    the same forward and gradients, but the backward recomputes the ``[B, H, Nq, Nk]`` probabilities instead of
+    keeping them (less memory, some more time)."""
+    if recompute and dropout_p == 0.0 and torch.is_grad_enabled() and (
+        q.requires_grad or k.requires_grad or v.requires_grad
+    ):
+        return RecomputedProbabilities.apply(q, k, v, mask)
+    return _attend(q, k, v, mask, dropout_p)[0]
+
+
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention output ``[B, H, Nq, Dv]`` and its scores ``[B, H, Nq, Nk]`` (scaled, masked)."""
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
-    return torch.matmul(probs, v)
+    return torch.matmul(probs, v), scores
+
+
+class RecomputedProbabilities(torch.autograd.Function):
+    """:func:`unfused_attention` (no dropout) that saves only q, k and v for the backward, not the probabilities
+    ``[B, H, Nq, Nk]``.
+
+    Autograd through the plain path keeps the probabilities: at large Nk (an input cross-attention) they are most of
+    a layer's saved memory, and the CPU takes the plain path wherever the flash kernel, which keeps only the
+    logsumexp, is slower (bf16; unequal q/v head sizes: ``benchmarks/attention_cpu.py``). The backward recomputes
+    the scores and the softmax with the forward's operations in the forward's dtypes (one more ``q k^T`` product),
+    then takes the plain path's backward steps: forward and gradients equal the plain path's. Gradients of gradients
+    are not supported.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):  # type: ignore[no-untyped-def,override]
+        out, scores = _attend(q, k, v, mask)
+        ctx.save_for_backward(q, k, v, mask)
+        ctx.compute_dtype = scores.dtype  # what autocast, if on, made the products run in
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[no-untyped-def,override]
+        q, k, v, mask = ctx.saved_tensors
+        dtype, scale = ctx.compute_dtype, q.shape[-1] ** -0.5
+        with torch.autocast(q.device.type, enabled=False):  # the casts autocast made in the forward, by hand
+            q_scaled, k_c, v_c = (q * scale).to(dtype), k.to(dtype), v.to(dtype)
+            scores = torch.matmul(q_scaled, k_c.transpose(-1, -2))
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            del scores
+            grad_out = grad_out.to(dtype)
+            grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
+            grad_scores = torch._softmax_backward_data(torch.matmul(grad_out, v_c.transpose(-1, -2)), probs, -1, dtype)
+            del probs
+            grad_q = torch.matmul(grad_scores, k_c).to(q.dtype) * scale
+            grad_k = torch.matmul(grad_scores.transpose(-1, -2), q_scaled)
+        return grad_q, grad_k.to(k.dtype), grad_v.to(v.dtype), None
 
 
 def zero_unattended_keys(x_kv: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -92,7 +152,15 @@ class MultiHeadAttention(nn.Module):
     ``qk_channels`` defaults to ``num_q_channels``, ``v_channels`` to ``qk_channels`` and
     ``output_channels`` to ``v_channels``; ``qk_channels`` and ``v_channels`` must divide by
     ``num_heads``.
+
+    ``recompute_probabilities = True`` (a switch, off by default; :func:`set_recompute_probabilities` sets it on
+    every layer of a model): where the plain path runs (:func:`use_fused_attention`: the CPU in bf16, or with unequal
+    q/v head sizes) its backward recomputes the attention probabilities instead of keeping them
+    (:class:`RecomputedProbabilities`): the same results, less memory, some more time. The fused kernels keep no
+    probabilities anyway.
     """
+
+    recompute_probabilities: bool = False
 
     def __init__(
         self,
@@ -146,7 +214,7 @@ class MultiHeadAttention(nn.Module):
         if use_fused_attention(q, v):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p)
         else:
-            out = unfused_attention(q, k, v, sdpa_mask, dropout_p)
+            out = unfused_attention(q, k, v, sdpa_mask, dropout_p, self.recompute_probabilities)
         out = out.transpose(1, 2).reshape(b, nq, self.v_channels)
         if keep_rows is not None:
             # where, not a product: 0 * NaN would keep a NaN of a wiped row.
@@ -173,6 +241,17 @@ class MultiHeadAttention(nn.Module):
             mask = attention_mask[:, None, None, :] if attention_mask.dim() == 2 else attention_mask[:, None]
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         return logits.softmax(-1)
+
+
+def set_recompute_probabilities(model: nn.Module, on: bool = True) -> int:
+    """Set :attr:`MultiHeadAttention.recompute_probabilities` on every attention layer of ``model``; returns how
+    many layers it set."""
+    if not isinstance(on, bool):
+        raise TypeError(f"on: expected a bool, got {on!r}")
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    for layer in layers:
+        layer.recompute_probabilities = on
+    return len(layers)
 
 
 class MLP(nn.Sequential):

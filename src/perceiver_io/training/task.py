@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
+from ..core.attention import set_recompute_probabilities
 from ..core.validation import check_choice
 from ..models.factory import model_config
 from ..perceiver import PerceiverIO, PerceiverIOConfig
@@ -91,6 +92,10 @@ class PerceiverTask(pl.LightningModule):
             ``"constant"``; stepped every optimiser step. ``warmup_fraction`` (of all steps) is used
             when ``warmup_steps`` is 0.
         activation_checkpointing: recompute the latent self-attention stack in the backward pass.
+        recompute_attention: every attention layer that runs the plain matmul-softmax-matmul path (the CPU in bf16,
+            or with unequal q/v head sizes) recomputes its probabilities in the backward instead of keeping them
+            (:func:`perceiver_io.core.set_recompute_probabilities`): the same results, less memory, a few percent
+            more time (``benchmarks/step_memory.py``).
         input_chunk_size: compute the encoder's cross-attention over the inputs in chunks of this many input
             positions, flash-attention style, in forward and backward (``PerceiverEncoder.input_chunk_size``):
             the inputs' LayerNorm, keys, values and attention probabilities are never held for all positions at
@@ -130,6 +135,7 @@ class PerceiverTask(pl.LightningModule):
         warmup_steps: int = 0,
         warmup_fraction: float = 0.0,
         activation_checkpointing: bool = False,
+        recompute_attention: bool = False,
         input_chunk_size: int | None = None,
         compile: bool = False,
         init_from: str | None = None,
@@ -159,6 +165,8 @@ class PerceiverTask(pl.LightningModule):
             if not isinstance(self.model, PerceiverIO):
                 raise ValueError(f"activation_checkpointing: only for Perceiver IO models, not {type(self.model).__name__}")
             self.model.encoder.gradient_checkpointing = True
+        if recompute_attention and not set_recompute_probabilities(self.model, True):
+            raise ValueError(f"recompute_attention: {type(self.model).__name__} has no Perceiver attention layers")
         if input_chunk_size is not None:
             self.set_input_chunk_size(input_chunk_size)
         # The compiled wrapper holds self.model again: keep it out of the module tree (plain attribute),
