@@ -71,7 +71,8 @@ def render(raw: dict[str, Any]) -> str:
                    "warm-ups") + "; method in the docstring of `benchmarks/attention_cpu.py`"]),
         m.markdown_table(header, table, left=(0, 1, 2, 6)),
         "- the library's CPU rule (`use_fused_attention`): SDPA for fp32 with equal q/v head sizes (flash kernel, "
-        "no stored scores), the plain path otherwise. \"(slower here)\": the other path was faster in this run.",
+        "no stored scores) and, on a CPU with AMX, for bf16 inference with equal head sizes that are multiples of 8; "
+        "the plain path otherwise. \"(slower here)\": the other path was faster in this run.",
     ])
 
 

@@ -168,11 +168,23 @@ def test_both_paths_agree_with_gradients(num_heads, qk, v, force_path):
         torch.testing.assert_close(unfused, fused, rtol=1e-5, atol=1e-6)
 
 
-def test_cpu_path_choice():
+def test_cpu_path_choice(monkeypatch):
     q32, v32, v48 = torch.zeros(1, 2, 3, 32), torch.zeros(1, 2, 4, 32), torch.zeros(1, 2, 4, 48)
     assert use_fused_attention(q32, v32)  # fp32, equal head sizes: the flash kernel
     assert not use_fused_attention(q32, v48)  # unequal head sizes: SDPA would take its math path
-    assert not use_fused_attention(q32.bfloat16(), v32.bfloat16())  # bf16: plain bf16 matmuls are faster
+    q16, v16 = q32.bfloat16(), v32.bfloat16()
+    for amx in (False, True):
+        monkeypatch.setattr(attention_module, "CPU_HAS_AMX", amx)
+        # bf16 inference: the flash kernel only on a CPU with AMX, for head sizes that are multiples of 8
+        assert use_fused_attention(q16, v16) is amx
+        assert not use_fused_attention(q16[..., :30], v16[..., :30])
+        assert not use_fused_attention(q32.half(), v32.half())  # fp16: measured only in bf16
+        # gradients recorded: plain bf16 matmuls, with or without AMX
+        assert not use_fused_attention(q16.requires_grad_(), v16)
+        q16 = q16.detach()
+        with torch.no_grad():
+            assert use_fused_attention(q16.requires_grad_(), v16) is amx
+        q16 = q16.detach()
 
 
 def test_bf16_autocast_stays_in_bf16_and_close_to_fp32(monkeypatch):

@@ -22,18 +22,35 @@ ACTIVATIONS = ("gelu_tanh", "gelu")
 REDUCED_PRECISION = (torch.bfloat16, torch.float16)
 
 
+def _cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles that torch may use (its bf16 kernels then run on them)."""
+    try:
+        return bool(torch._C._cpu._init_amx())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+CPU_HAS_AMX = _cpu_has_amx()  # read once at import, a constant for torch.compile
+
+
 def use_fused_attention(q: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether ``F.scaled_dot_product_attention`` serves ``q [B, H, Nq, Dqk]``, ``v [B, H, Nk, Dv]`` best.
 
     Always on CUDA. On the CPU its fused (flash) kernel needs ``Dqk == Dv``; otherwise SDPA falls
     back to a math path that adds full-row mask checks and, in bf16/fp16, upcasts q, k, v and the
-    scores to fp32. In bf16/fp16 the CPU flash kernel itself is also 1.5-3x slower than bf16
-    matmuls. So the CPU keeps SDPA only for fp32 with equal head sizes, where the flash kernel is
-    as fast and never stores the ``[Nq, Nk]`` scores (``benchmarks/attention_cpu.py`` measures this).
+    scores to fp32. In fp32 with equal head sizes the flash kernel is about as fast as plain matmuls and never
+    stores the ``[Nq, Nk]`` scores: SDPA. In bf16/fp16 with gradients recorded plain matmuls are 1.4-3x faster
+    (also on CPUs with AMX), and in bf16 inference too on CPUs without AMX; on a CPU with AMX, bf16 inference with
+    head sizes that are multiples of 8 runs faster in the flash kernel (``benchmarks/attention_cpu.py``).
     """
     if q.device.type != "cpu":
         return True
-    return q.shape[-1] == v.shape[-1] and q.dtype not in REDUCED_PRECISION
+    if q.shape[-1] != v.shape[-1]:
+        return False
+    if q.dtype not in REDUCED_PRECISION:
+        return True
+    recording = torch.is_grad_enabled() and (q.requires_grad or v.requires_grad)
+    return CPU_HAS_AMX and q.dtype == torch.bfloat16 and not recording and q.shape[-1] % 8 == 0
 
 
 def unfused_attention(
