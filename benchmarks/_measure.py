@@ -113,6 +113,25 @@ def autorange(fn: Callable[[], Any], threads: int, max_run_time: float, min_run_
     return timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=max_run_time)
 
 
+AUTORANGE_METHOD = "median per run from `torch.utils.benchmark.Timer.adaptive_autorange` (IQR under 10% of the median)"
+
+
+def forward_or_backward(fn: Callable[[], Any], backward: bool, leaves: list[Any]) -> None:
+    """One call of ``fn`` (a tensor or a list of them): in inference mode, or with the backward of ones through every
+    output; the gradients of ``leaves`` are then dropped. What :func:`autorange` times in the micro-benchmarks."""
+    import torch
+
+    if not backward:
+        with torch.inference_mode():
+            fn()
+        return
+    outs = fn()
+    outs = outs if isinstance(outs, list) else [outs]
+    torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+    for t in leaves:
+        t.grad = None
+
+
 def rounds(repeats: int, budget_s: float, round_s: float, at_least: int = 1) -> int:
     """Timed rounds: ``repeats``, fewer so that they take about ``budget_s``, but at least ``at_least``."""
     return max(min(at_least, repeats), min(repeats, int(budget_s // max(round_s, 1e-9))))

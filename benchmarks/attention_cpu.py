@@ -11,12 +11,11 @@ keeps SDPA where it is about as fast. About a minute (``--rows mlm-self,mlm-cros
 
 import itertools
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import _measure as m
 from _measure import progress
 
-METHOD = "median per run from `torch.utils.benchmark.Timer.adaptive_autorange` (IQR under 10% of the median)"
 # name, description, q, k, v shapes [B, H, N, D]
 SHAPES: list[dict[str, Any]] = [dict(zip(("name", "shape", "q", "k", "v"), s)) for s in [
     ("image-self", "image-64 self-attention (8 heads of 128)", (1, 8, 512, 128), (1, 8, 512, 128), (1, 8, 512, 128)),
@@ -36,20 +35,12 @@ def measure(shapes: list[dict[str, Any]], threads: int, max_run_time: float) -> 
 
     from perceiver_io.core.attention import unfused_attention, use_fused_attention
 
-    def step(attend: Callable[..., Any], tensors: list[Any], backward: bool) -> None:
-        if not backward:
-            with torch.inference_mode():
-                return attend(*tensors)
-        out = attend(*tensors)
-        out.backward(torch.ones_like(out))
-        for t in tensors:
-            t.grad = None
-
     rows, paths = [], {"sdpa": F.scaled_dot_product_attention, "unfused": unfused_attention}
     for dtype, s, backward in itertools.product((torch.float32, torch.bfloat16), shapes, (False, True)):
         generator = torch.Generator().manual_seed(0)
         tensors = [torch.randn(s[x], generator=generator).to(dtype).requires_grad_(backward) for x in "qkv"]
-        ms = {path: 1e3 * m.autorange(partial(step, paths[path], tensors, backward), threads, max_run_time).median
+        ms = {path: 1e3 * m.autorange(partial(m.forward_or_backward, partial(paths[path], *tensors), backward,
+                                              tensors), threads, max_run_time).median
               for path in list(paths)[:: 1 if len(rows) % 2 == 0 else -1]}  # the paths take turns to go first
         rows.append({"shape": s["shape"], "dtype": str(dtype).removeprefix("torch."),
                      "mode": "fwd+bwd" if backward else "forward", "sdpa_ms": ms["sdpa"], "unfused_ms": ms["unfused"],
@@ -81,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-run-time", type=float, default=10.0,
                         help="seconds at most per path and cell (default 10; fewer when the spread is small)")
     if args := m.parse(parser, argv, render):  # the environment at the start, then the rows
-        m.finish(args.out, "attention_cpu", {"environment": m.environment(args.threads), "method": METHOD,
+        m.finish(args.out, "attention_cpu", {"environment": m.environment(args.threads), "method": m.AUTORANGE_METHOD,
                                              "rows": measure(m.select_rows(SHAPES, args.rows), args.threads,
                                                              args.max_run_time)}, render)
 

@@ -41,15 +41,6 @@ def project(way: str, x: Any, weights: list[Any], biases: list[Any], stored: tup
 def measure(rows: list[dict[str, Any]], threads: int, max_run_time: float) -> list[dict[str, Any]]:
     import torch
 
-    def step(way: str, tensors: tuple, backward: bool) -> None:
-        if not backward:
-            with torch.inference_mode():
-                return project(way, *tensors)
-        outs = project(way, *tensors)
-        torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
-        for t in [tensors[0], *tensors[1], *tensors[2], *tensors[3]]:
-            t.grad = None
-
     results = []
     for i, (row, backward) in enumerate(itertools.product(rows, (False, True))):
         g, c = torch.Generator().manual_seed(0), row["x"][-1]
@@ -57,10 +48,10 @@ def measure(rows: list[dict[str, Any]], threads: int, max_run_time: float) -> li
         weights = [torch.randn(o, c, generator=g) / c**0.5 for o in row["outs"]]
         biases = [torch.zeros(o) for o in row["outs"]]
         stored = (torch.cat(weights), torch.cat(biases))
-        for t in [x, *weights, *biases, *stored]:
-            t.requires_grad_(backward)
-        ms = {way: 1e3 * m.autorange(partial(step, way, (x, weights, biases, stored), backward), threads,
-                                     max_run_time).median for way in WAYS[i % 3:] + WAYS[: i % 3]}
+        leaves = [t.requires_grad_(backward) for t in (x, *weights, *biases, *stored)]
+        ms = {way: 1e3 * m.autorange(partial(m.forward_or_backward, partial(project, way, x, weights, biases, stored),
+                                             backward, leaves), threads, max_run_time).median
+              for way in WAYS[i % 3:] + WAYS[: i % 3]}  # the ways take turns to go first
         results.append({"shape": row["shape"], "mode": "fwd+bwd" if backward else "forward", "ms": ms})
         progress(f"{results[-1]['mode']:8s} {row['shape']}: " + ", ".join(f"{w} {v:.2f} ms" for w, v in ms.items()))
     return results
@@ -87,8 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     if args := m.parse(parser, argv, render):
         env = m.environment(args.threads)
         rows = measure(m.select_rows(ROWS, args.rows), args.threads, args.max_run_time)
-        m.finish(args.out, "fused_projections", {"environment": env, "method": "median per run from "
-                 "`torch.utils.benchmark.Timer.adaptive_autorange` (IQR under 10% of the median)", "rows": rows},
+        m.finish(args.out, "fused_projections", {"environment": env, "method": m.AUTORANGE_METHOD, "rows": rows},
                  render)
 
 

@@ -196,8 +196,9 @@ def render(raw: dict[str, Any]) -> str:
     def per_round(r: dict[str, Any], bounds: str, impl: str) -> list[float]:  # the bound over impl's step, per round
         return [b / t for b, t in zip(r[bounds], r["step_s"][impl])]
 
-    def spread(values: list[float]) -> str:
-        return f"{med(values):.2f}" + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
+    def spread(values: list[float], digits: int = 2) -> str:
+        return f"{med(values):.{digits}f}" + (
+            f" ({min(values):.{digits}f}-{max(values):.{digits}f})" if len(values) > 1 else "")
 
     def both(values: list[str]) -> str:
         return " / ".join(values)
@@ -217,8 +218,9 @@ def render(raw: dict[str, Any]) -> str:
             f"{r['in_step_gemm_share'][vt.OURS]:.0%} / {r['in_step_gemm_share'][vt.HF]:.0%}",
             spread(per_round(r, "own_rate_bound_s", vt.HF)), spread(per_round(r, "peak_bound_s", vt.HF)),
             both([spread(own[i]) for i in ours]),
+            # the ceiling to 3 digits: it is read against 0.95
             *([both([f"{med(r['back_to_back_s'][k]) * 1e3:.0f}" for k in KINDS]),
-               both([spread(ceiling(r, k)) for k in KINDS])] if "back_to_back_s" in r else ["-", "-"]),
+               both([spread(ceiling(r, k), 3) for k in KINDS])] if "back_to_back_s" in r else ["-", "-"]),
             both(["yes" if med(own[i]) >= WITHIN else "no" for i in ours])])
     compiled = [r for r in results if "compile_s" in r]
     return "\n\n".join([

@@ -49,8 +49,12 @@ def use_fused_attention(q: torch.Tensor, v: torch.Tensor) -> bool:
         return False
     if q.dtype not in REDUCED_PRECISION:
         return True
-    recording = torch.is_grad_enabled() and (q.requires_grad or v.requires_grad)
-    return CPU_HAS_AMX and q.dtype == torch.bfloat16 and not recording and q.shape[-1] % 8 == 0
+    return CPU_HAS_AMX and q.dtype == torch.bfloat16 and not records_gradients(q, v) and q.shape[-1] % 8 == 0
+
+
+def records_gradients(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an operation on ``tensors`` (grad mode on and one of them requires a gradient)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def unfused_attention(
@@ -68,24 +72,22 @@ def unfused_attention(
     ``recompute``: when gradients are recorded (and there is no dropout) run as :class:`RecomputedProbabilities`,
     the same forward and gradients, but the backward recomputes the ``[B, H, Nq, Nk]`` probabilities instead of
     keeping them (less memory, some more time)."""
-    if recompute and dropout_p == 0.0 and torch.is_grad_enabled() and (
-        q.requires_grad or k.requires_grad or v.requires_grad
-    ):
+    if recompute and dropout_p == 0.0 and records_gradients(q, k, v):
         return RecomputedProbabilities.apply(q, k, v, mask)
-    return _attend(q, k, v, mask, dropout_p)[0]
+    return _attend(q, k, v, mask, dropout_p)
 
 
 def _attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attention output ``[B, H, Nq, Dv]`` and its scores ``[B, H, Nq, Nk]`` (scaled, masked)."""
+) -> torch.Tensor:
+    """:func:`unfused_attention`'s three ops, recorded by autograd as they run."""
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
-    return torch.matmul(probs, v), scores
+    return torch.matmul(probs, v)
 
 
 class RecomputedProbabilities(torch.autograd.Function):
@@ -102,9 +104,9 @@ class RecomputedProbabilities(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask):  # type: ignore[no-untyped-def,override]
-        out, scores = _attend(q, k, v, mask)
+        out = _attend(q, k, v, mask)
         ctx.save_for_backward(q, k, v, mask)
-        ctx.compute_dtype = scores.dtype  # what autocast, if on, made the products run in
+        ctx.compute_dtype = out.dtype  # what autocast, if on, made the products run in
         return out
 
     @staticmethod
