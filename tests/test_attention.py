@@ -324,3 +324,82 @@ def test_task_switch_recomputes_every_attention_layer():
     assert layers and all(m.recompute_probabilities for m in layers)
     assert not any(m.recompute_probabilities for m in ImageClassificationTask(preset="digits_fourier").model.modules()
                    if isinstance(m, MultiHeadAttention))
+
+
+def absorbing_layer(num_heads: int = 1, qk: int = 24, v: int = 16) -> MultiHeadAttention:
+    """A cross-attention whose inputs (5 channels) are narrower than its heads: the rule absorbs its projections."""
+    return MultiHeadAttention(12, 5, num_heads, qk, v, 10).double()
+
+
+@pytest.mark.parametrize("num_heads", [1, 2])
+@pytest.mark.parametrize("mask_kind", [None, "keys", "per-query"])
+@pytest.mark.parametrize("path", PATHS)
+def test_absorbed_projections_match_the_projected_path(num_heads, mask_kind, path, force_path):
+    """Folding k and v's projections into the query and output sides is the same function with the same gradients
+    (float64, to rounding), through either attention path, with masks (fully masked rows included)."""
+    force_path(path)
+    g = torch.Generator().manual_seed(num_heads)
+    layer = absorbing_layer(num_heads)
+    x_q = torch.randn(2, 3, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    x_kv = torch.randn(2, 40, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = None if mask_kind is None else torch.rand(2, 40, generator=g) > 0.5
+    if mask_kind == "per-query":
+        mask = torch.rand(2, 3, 40, generator=g) > 0.5
+        mask[1, 2] = False
+    results = []
+    for absorb in (False, True):
+        layer.absorb_projections = absorb
+        assert layer.absorbs(layer.split_heads(layer.q(x_q), 24), x_kv) is absorb
+        out = layer(x_q, x_kv, mask)
+        out.pow(2).sum().backward()
+        results.append({"out": out.detach(), "x_q": x_q.grad, "x_kv": x_kv.grad,
+                        **{name: p.grad for name, p in layer.named_parameters()}})
+        x_q.grad = x_kv.grad = None
+        layer.zero_grad(set_to_none=True)
+    projected, absorbed = results
+    for name in projected:
+        # k's bias shifts every score of a query equally: its true gradient is 0, both paths give rounding noise
+        tolerance = dict(rtol=0, atol=1e-12) if name == "k.bias" else dict(rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(absorbed[name], projected[name], **tolerance, msg=name)
+
+
+def test_absorbed_projections_keep_no_keys_or_values_for_the_backward():
+    """The absorbed path saves the inputs with a ones column, not k and v ``[B, Nk, channels]``."""
+    layer = absorbing_layer().float()
+    x_q, x_kv = torch.randn(1, 3, 12), torch.randn(1, 40, 5, requires_grad=True)
+    for absorb in (False, True):
+        layer.absorb_projections = absorb
+        shapes: list[tuple[int, ...]] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+            layer(x_q, x_kv).sum().backward()
+        per_key = {s for s in shapes if 40 in s}  # tensors saved per key: [.., 40, width] or transposed
+        projections = {s for s in per_key if 16 in s or 24 in s}  # k (24 channels) or v (16)
+        assert bool(projections) is not absorb, per_key
+        assert any(6 in s for s in per_key) is absorb  # the inputs with their ones column
+
+
+def test_absorption_rule_follows_the_operation_count_and_the_layer_kinds():
+    image_cross = MultiHeadAttention(1024, 261, 1, qk_channels=261)  # the ImageNet encoder's cross-attention
+    q, x = torch.randn(1, 1, 512, 261), torch.randn(1, 50176, 261)
+    assert image_cross.absorbs(q, x)
+    assert not image_cross.absorbs(q.bfloat16(), x)  # reduced precision keeps the projected path
+    mlm_cross = MultiHeadAttention(1280, 768, 8, qk_channels=256, v_channels=1280)  # 8 heads of 32 over 768 inputs
+    assert not mlm_cross.absorbs(torch.randn(1, 8, 256, 32), torch.randn(1, 2048, 768))
+    latent_self = MultiHeadAttention(1024, 1024, 8)
+    assert not latent_self.absorbs(torch.randn(1, 8, 512, 128), torch.randn(1, 512, 1024))
+    image_cross.absorb_projections = False
+    assert not image_cross.absorbs(q, x)
+    quantized = torch.ao.quantization.quantize_dynamic(absorbing_layer().float(), {torch.nn.Linear})
+    assert not quantized.absorbs(torch.randn(1, 1, 3, 24), torch.randn(1, 40, 5))
+
+
+def test_absorbed_projections_with_attention_dropout_draw_the_same_mask():
+    layer = absorbing_layer()
+    layer.dropout = 0.5
+    x_q, x_kv = torch.randn(2, 3, 12, dtype=torch.float64), torch.randn(2, 40, 5, dtype=torch.float64)
+    outs = []
+    for absorb in (False, True):
+        layer.absorb_projections = absorb
+        torch.manual_seed(0)
+        outs.append(layer(x_q, x_kv))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-10, atol=1e-12)

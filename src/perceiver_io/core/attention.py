@@ -64,24 +64,30 @@ def unfused_attention(
     mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     recompute: bool = False,
+    scale: float | None = None,
 ) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(Dqk)) v`` as three plain ops: ``[B, H, Nq, Dqk]``, ``[B, H, Nk, Dqk]``,
+    """``softmax(scale q k^T) v`` as three plain ops: ``[B, H, Nq, Dqk]``, ``[B, H, Nk, Dqk]``,
     ``[B, H, Nk, Dv]`` -> ``[B, H, Nq, Dv]``; ``mask`` (bool, True = attend) broadcasts to the scores
-    and must leave every row at least one key (the caller guarantees it).
+    and must leave every row at least one key (the caller guarantees it). ``scale`` defaults to ``1 / sqrt(Dqk)``.
 
     ``recompute``: when gradients are recorded (and there is no dropout) run as :class:`RecomputedProbabilities`,
     the same forward and gradients, but the backward recomputes the ``[B, H, Nq, Nk]`` probabilities instead of
     keeping them (less memory, some more time)."""
     if recompute and dropout_p == 0.0 and records_gradients(q, k, v):
-        return RecomputedProbabilities.apply(q, k, v, mask)
-    return _attend(q, k, v, mask, dropout_p)
+        return RecomputedProbabilities.apply(q, k, v, mask, scale)
+    return _attend(q, k, v, mask, dropout_p, scale)
 
 
 def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float = 0.0
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """:func:`unfused_attention`'s three ops, recorded by autograd as they run."""
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
+    scores = torch.matmul(q * (q.shape[-1] ** -0.5 if scale is None else scale), k.transpose(-1, -2))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)
@@ -103,17 +109,18 @@ class RecomputedProbabilities(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask):  # type: ignore[no-untyped-def,override]
-        out = _attend(q, k, v, mask)
+    def forward(ctx, q, k, v, mask, scale=None):  # type: ignore[no-untyped-def,override]
+        out = _attend(q, k, v, mask, scale=scale)
         ctx.save_for_backward(q, k, v, mask)
         ctx.compute_dtype = out.dtype  # what autocast, if on, made the products run in
+        ctx.scale = q.shape[-1] ** -0.5 if scale is None else scale
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # type: ignore[no-untyped-def,override]
         q, k, v, mask = ctx.saved_tensors
-        dtype, scale = ctx.compute_dtype, q.shape[-1] ** -0.5
+        dtype, scale = ctx.compute_dtype, ctx.scale
         with torch.autocast(q.device.type, enabled=False):  # the casts autocast made in the forward, by hand
             q_scaled, k_c, v_c = (q * scale).to(dtype), k.to(dtype), v.to(dtype)
             scores = torch.matmul(q_scaled, k_c.transpose(-1, -2))
@@ -127,7 +134,7 @@ class RecomputedProbabilities(torch.autograd.Function):
             del probs
             grad_q = torch.matmul(grad_scores, k_c).to(q.dtype) * scale
             grad_k = torch.matmul(grad_scores.transpose(-1, -2), q_scaled)
-        return grad_q, grad_k.to(k.dtype), grad_v.to(v.dtype), None
+        return grad_q, grad_k.to(k.dtype), grad_v.to(v.dtype), None, None
 
 
 def zero_unattended_keys(x_kv: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -177,9 +184,18 @@ class MultiHeadAttention(nn.Module):
     q/v head sizes) its backward recomputes the attention probabilities instead of keeping them
     (:class:`RecomputedProbabilities`): the same results, less memory, some more time. The fused kernels keep no
     probabilities anyway.
+
+    ``absorb_projections`` (on by default): where it takes fewer operations (:meth:`absorbs`: an input
+    cross-attention with few heads over inputs narrower than the heads, such as the image, flow and multimodal
+    encoders) the key and value projections are folded into the query and output sides instead of being applied to
+    every key. With ``x1 = [x_kv, 1]`` and ``W = [weight, bias]``, ``q k_h^T = (q_h W_k,h) x1^T`` and
+    ``p v_h = (p x1) W_v,h^T``: the attention runs over ``x1 [B, Nk, Ckv + 1]`` itself, so k and v
+    ``[B, Nk, channels]`` are never computed or kept for the backward. The same results up to rounding (tested
+    against the projected path in float64 and float32); ``False`` on a layer restores the projected path.
     """
 
     recompute_probabilities: bool = False
+    absorb_projections: bool = True
 
     def __init__(
         self,
@@ -219,8 +235,13 @@ class MultiHeadAttention(nn.Module):
         if attention_mask is not None:
             x_kv = zero_unattended_keys(x_kv, attention_mask)
         q = self.split_heads(self.q(x_q), self.qk_channels)
-        k = self.split_heads(self.k(x_kv), self.qk_channels)
-        v = self.split_heads(self.v(x_kv), self.v_channels)
+        absorbed = self.absorbs(q, x_kv)
+        if absorbed:
+            q, k, v, scale = self.absorb_key_projection(q, x_kv)
+        else:
+            k = self.split_heads(self.k(x_kv), self.qk_channels)
+            v = self.split_heads(self.v(x_kv), self.v_channels)
+            scale = None
 
         sdpa_mask = keep_rows = None
         if attention_mask is not None:
@@ -231,14 +252,50 @@ class MultiHeadAttention(nn.Module):
             sdpa_mask = full[:, None, None, :] if full.dim() == 2 else full[:, None]
         dropout_p = self.dropout if self.training else 0.0
         if use_fused_attention(q, v):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=dropout_p, scale=scale)
         else:
-            out = unfused_attention(q, k, v, sdpa_mask, dropout_p, self.recompute_probabilities)
+            out = unfused_attention(q, k, v, sdpa_mask, dropout_p, self.recompute_probabilities, scale)
+        if absorbed:
+            out = self.apply_value_projection(out)
         out = out.transpose(1, 2).reshape(b, nq, self.v_channels)
         if keep_rows is not None:
             # where, not a product: 0 * NaN would keep a NaN of a wiped row.
             out = torch.where(keep_rows[:, :, None] if keep_rows.dim() == 2 else keep_rows, out, 0.0)
         return self.out(out)
+
+    def absorbs(self, q: torch.Tensor, x_kv: torch.Tensor) -> bool:
+        """Whether attending from ``q [B, H, Nq, Dqk]`` (projected) to ``x_kv [B, Nk, C]`` folds the key and value
+        projections into the query and output sides (:attr:`absorb_projections`): only when that takes fewer
+        multiply-adds, counted from the shapes, in full precision (reduced-precision runs keep the projected path's
+        rounding, which their tolerances were measured with), and with k and v plain biased ``nn.Linear`` layers
+        (not quantized, not replaced)."""
+        if not (self.absorb_projections and q.dtype not in REDUCED_PRECISION and type(self.k) is nn.Linear
+                and type(self.v) is nn.Linear and self.k.bias is not None and self.v.bias is not None):
+            return False
+        (num_queries, _), (num_keys, num_kv_channels) = q.shape[-2:], x_kv.shape[-2:]
+        width, qk, v = num_kv_channels + 1, self.qk_channels, self.v_channels
+        projected = (num_keys * num_kv_channels + num_queries * num_keys) * (qk + v)
+        # q_h W_k,h; softmax over x1 and p x1 in every head; (p x1) W_v,h^T
+        absorbed = num_queries * width * (qk + v) + 2 * self.num_heads * num_queries * num_keys * width
+        return absorbed < projected
+
+    def absorb_key_projection(
+        self, q: torch.Tensor, x_kv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """The attention's operands with the projections absorbed: ``q [B, H, Nq, Dqk]`` and ``x_kv [B, Nk, C]`` ->
+        queries ``q_h W_k,h / sqrt(Dqk)`` ``[B, H, Nq, C + 1]``, keys and values ``x1 = [x_kv, 1]``
+        ``[B, H, Nk, C + 1]`` (one tensor, expanded over the heads), and the scale 1 (already applied)."""
+        b, nk, c = x_kv.shape
+        h, dk = self.num_heads, self.qk_channels // self.num_heads
+        x1 = torch.cat([x_kv, x_kv.new_ones(b, nk, 1)], dim=-1)[:, None].expand(b, h, nk, c + 1)
+        w_k = torch.cat([self.k.weight, self.k.bias[:, None]], dim=1).view(h, dk, c + 1)
+        return torch.matmul(q * dk**-0.5, w_k), x1, x1, 1.0
+
+    def apply_value_projection(self, attended: torch.Tensor) -> torch.Tensor:
+        """``p x1 [B, H, Nq, C + 1]`` -> ``p v = (p x1) W_v,h^T`` ``[B, H, Nq, Dv]`` (the absorbed path's values)."""
+        h, c1 = self.num_heads, attended.shape[-1]
+        w_v = torch.cat([self.v.weight, self.v.bias[:, None]], dim=1).view(h, self.v_channels // h, c1)
+        return torch.matmul(attended, w_v.transpose(-1, -2))
 
     def split_heads(self, x: torch.Tensor, channels: int) -> torch.Tensor:
         """``[B, N, channels]`` -> ``[B, H, N, channels / H]``; sizes spelled out, as ``-1`` is ambiguous when
