@@ -6,11 +6,17 @@ holding the same weights (``perceiver_io.convert.to_transformers``), in fp32 and
 it is and with its memory switches: ``activation_checkpointing`` (recompute the latent self-attention stack),
 ``input_chunk_size`` (the input cross-attention over chunks of input positions, flash-attention style, in
 forward and backward) and, in bf16, ``recompute_attention`` (the plain attention path's probabilities recomputed in
-the backward). Each row runs in a fresh worker process (:mod:`_measure`): the model built, one warm-up step
-at full size, gradients dropped, then one measured step: peak RSS above the RSS before it (weights excluded,
-gradients and activations included) and its wall time. The loss is the sum of the logits, so every weight gets a
-gradient. About 3 minutes on 2 cores (``--quick``: a shrunken model on 32 x 32 images, for the tests).
+the backward); ``ours-projected`` turns off the defaults ``absorb_projections`` and ``recompute_activations``
+(what the library did before them). Memory: each row in a fresh worker process (:mod:`_measure`): the model built,
+one warm-up step at full size, gradients dropped, then one measured step: peak RSS above the RSS before it (weights
+excluded, gradients and activations included). Time: one worker per precision holds transformers and ours (its
+switches set before each step) and runs ``--rounds`` rounds of one step per row, the order rotated each round, after
+a warm-up step each; a row's time is its median, its ratio the median over rounds of its step / transformers' step
+of the same round. The loss is the sum of the logits, so every weight gets a gradient. About 8 minutes on 2 cores
+(``--quick``: a shrunken model on 32 x 32 images, for the tests).
 """
+
+import statistics
 
 from typing import Any
 
@@ -19,8 +25,8 @@ from _measure import MIB, progress
 
 CHUNK = 2048
 ROWS: list[dict[str, Any]] = [dict(name=f"{impl}-{precision}", impl=impl, precision=precision) for impl, precision in [
-    ("transformers", "fp32"), ("ours", "fp32"), ("ours+checkpointing", "fp32"), ("ours+chunks", "fp32"),
-    ("ours+both", "fp32"), ("transformers", "bf16"), ("ours", "bf16"), ("ours+recompute", "bf16"),
+    ("transformers", "fp32"), ("ours", "fp32"), ("ours-projected", "fp32"), ("ours+checkpointing", "fp32"),
+    ("ours+chunks", "fp32"), ("ours+both", "fp32"), ("transformers", "bf16"), ("ours", "bf16"), ("ours+recompute", "bf16"),
     ("ours+recompute+chunks", "bf16"), ("ours+both", "bf16"),
 ]]
 TINY = dict(image_size=32, overrides=dict(
@@ -29,6 +35,7 @@ TINY = dict(image_size=32, overrides=dict(
     decoder=dict(query=dict(num_channels=64)),  # transformers' class query is as wide as the latents
 ))
 NOTES = {
+    "ours-projected": "`absorb_projections` and `recompute_activations` off (the defaults before 2026-12-03)",
     "ours+checkpointing": "`activation_checkpointing`: the latent stack recomputed in the backward",
     "ours+chunks": f"`input_chunk_size={CHUNK}`: the input cross-attention over chunks of {CHUNK} inputs",
     "ours+both": "both switches",
@@ -37,48 +44,79 @@ NOTES = {
 }
 
 
+def configure(ours: Any, impl: str) -> None:
+    """Set ``impl``'s switches on ``ours`` (every other switch at its default)."""
+    from perceiver_io.core import MultiHeadAttention, set_recompute_activations, set_recompute_probabilities
+
+    ours.encoder.gradient_checkpointing = impl in ("ours+checkpointing", "ours+both")
+    ours.encoder.input_chunk_size = CHUNK if "chunks" in impl or impl == "ours+both" else None
+    set_recompute_probabilities(ours, "recompute" in impl)
+    set_recompute_activations(ours, impl != "ours-projected")
+    for layer in ours.modules():
+        if isinstance(layer, MultiHeadAttention):
+            layer.absorb_projections = impl != "ours-projected"
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Memory worker: one measured step of one row. Timing worker (``spec["rows"]``): alternating rounds."""
     import torch
 
     from perceiver_io import create_model
     from perceiver_io.convert import to_transformers
-    from perceiver_io.core import set_recompute_probabilities
 
     torch.manual_seed(m.SEED)
     tiny = spec["tiny"]
     size = TINY["image_size"] if tiny else 224
     ours = create_model("imagenet_fourier", **(TINY["overrides"] if tiny else {})).train()
-    if spec["impl"] == "transformers":
-        model = to_transformers(ours).train()
+    impls = [row["impl"] for row in spec["rows"]] if "rows" in spec else [spec["impl"]]
+    hf = to_transformers(ours).train() if "transformers" in impls else None
+    if impls == ["transformers"]:
         del ours
-        forward = lambda x: model(inputs=x).logits  # noqa: E731
-    else:
-        model = forward = ours
-        model.encoder.gradient_checkpointing = spec["impl"] in ("ours+checkpointing", "ours+both")
-        model.encoder.input_chunk_size = CHUNK if "chunks" in spec["impl"] or spec["impl"] == "ours+both" else None
-        set_recompute_probabilities(model, "recompute" in spec["impl"])
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
 
-    def step() -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["precision"] == "bf16"):
-            loss = forward(x).float().sum()
-        loss.backward()
-        return float(loss)
+    def step(impl: str) -> dict[str, Any]:
+        model = hf if impl == "transformers" else ours
+        if impl != "transformers":
+            configure(ours, impl)
+        with m.watch() as timing:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["precision"] == "bf16"):
+                loss = (model(inputs=x).logits if impl == "transformers" else model(x)).float().sum()
+            loss.backward()
+        model.zero_grad(set_to_none=True)
+        return {**timing, "loss": float(loss)}  # the loss: every row computes the same function of the same weights
 
-    step()  # warm-up at full size (allocator, lazy initialisation)
-    model.zero_grad(set_to_none=True)
-    with m.peak_memory() as memory, m.watch() as timing:
-        loss = step()
-    # The loss shows that every row computes the same function of the same weights.
-    return {**memory, **timing, "loss": loss,
-            "weights_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / MIB}
+    if "rows" not in spec:
+        step(spec["impl"])  # warm-up at full size (allocator, lazy initialisation)
+        with m.peak_memory() as memory:
+            result = step(spec["impl"])
+        model = hf if hf is not None else ours
+        return {**memory, **result, "weights_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / MIB}
+    for impl in impls:
+        step(impl)
+    rounds: list[dict[str, float]] = []
+    for i in range(spec["rounds"]):
+        order = impls[i % len(impls):] + impls[: i % len(impls)]
+        rounds.append({impl: step(impl)["s"] for impl in order})
+        progress(f"[timing {spec['precision']}] round {i + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in rounds[-1].items()))
+    return {"rounds": rounds}
 
 
 def render(raw: dict[str, Any]) -> str:
     res = {r["name"]: r for r in raw["rows"]}
+    timing = {precision: m.ok(outcome) for precision, outcome in raw.get("timing", {}).items()}
 
     def result(name: str) -> dict[str, Any] | None:
         return m.ok(res.get(name))
+
+    def seconds(row: dict[str, Any], r: dict[str, Any], peer: dict[str, Any] | None) -> list[str]:
+        """The time cells: median and ratio over the alternating rounds, else the measured step's (older runs)."""
+        rounds = (timing.get(row["precision"]) or {}).get("rounds")
+        if not rounds:
+            flag = "*" if r["other_cores"] > m.CONTENTION_CORES else ""
+            return [f"{r['s']:.2f}{flag}", f"{r['s'] / peer['s']:.2f}" if peer else "n/a"]
+        med = statistics.median
+        return [f"{med(t[row['impl']] for t in rounds):.2f}",
+                f"{med(t[row['impl']] / t['transformers'] for t in rounds):.2f}"]
 
     table = []
     for row in ROWS:
@@ -89,18 +127,23 @@ def render(raw: dict[str, Any]) -> str:
             table.append([row["impl"], row["precision"], m.na(res[row["name"]]), "", "", "", ""])
             continue
         mib = r["extra_bytes"] / MIB
-        flag = "*" if r["other_cores"] > m.CONTENTION_CORES else ""
-        table.append([row["impl"], row["precision"], f"{mib:,.0f}", f"{r['s']:.2f}{flag}",
-                      f"{mib / (peer['extra_bytes'] / MIB):.2f}" if peer else "n/a",
-                      f"{r['s'] / peer['s']:.2f}" if peer else "n/a", NOTES.get(row["impl"], "")])
+        time_cells = seconds(row, r, peer)
+        table.append([row["impl"], row["precision"], f"{mib:,.0f}", time_cells[0],
+                      f"{mib / (peer['extra_bytes'] / MIB):.2f}" if peer else "n/a", time_cells[1],
+                      NOTES.get(row["impl"], "")])
     env = raw["env"]
     lines = [f"# Training-step memory: `imagenet_fourier` at {raw['image_size']} x {raw['image_size']}, batch 1"
              + (" (--quick: a shrunken model)" if raw["tiny"] else ""), "",
              *m.env_lines(env, raw["options"], "row time limit"),
-             "- per row: a fresh worker process; one warm-up step, gradients dropped, one measured step (forward + "
-             "backward of the sum of the logits); peak MiB = peak RSS above the RSS before the step (weights "
-             "excluded; gradients and activations included); seconds = its wall time (`*`: other load over "
-             f"{m.CONTENTION_CORES} cores meanwhile); ratios against transformers at the same precision", "",
+             "- memory: per row a fresh worker process; one warm-up step, gradients dropped, one measured step "
+             "(forward + backward of the sum of the logits); peak MiB = peak RSS above the RSS before the step "
+             "(weights excluded; gradients and activations included)",
+             ("- seconds: " + "; ".join(f"{p} the median of {len(t['rounds'])} alternating rounds" for p, t in
+                                       timing.items() if t) + " (one process per precision, every row's step once "
+              "per round, order rotated); time / transformers: median over rounds of the row's step / transformers' "
+              "step of the same round" if any(timing.values()) else
+              f"- seconds: the measured step's wall time (`*`: other load over {m.CONTENTION_CORES} cores meanwhile)"),
+             "- ratios against transformers at the same precision", "",
              m.markdown_table(["implementation", "precision", "peak MiB", "seconds", "memory / transformers",
                                "time / transformers", "switches"], table, left=(0, 1, 6))]
     return "\n".join(lines)
@@ -109,17 +152,25 @@ def render(raw: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = m.arg_parser(__doc__, row_timeout=600, quick="a shrunken model on 32 x 32 images (for the tests)",
                           rows="comma-separated row names (default: all): " + ", ".join(r["name"] for r in ROWS))
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per precision (default 3)")
     if not (args := m.parse(parser, argv, render, measure)):
         return
-    env, results = m.environment(args.threads), []
-    for row in m.select_rows(ROWS, args.rows):
+    env, results, rows = m.environment(args.threads), [], m.select_rows(ROWS, args.rows)
+    for row in rows:
         outcome = m.run_worker(__file__, {**row, "tiny": args.quick}, args.o, args.row_timeout_s)
         results.append({"name": row["name"], **outcome})
         r = m.ok(outcome)
         progress(f"{row['name']}: "
                  + (f"{r['extra_bytes'] / MIB:,.0f} MiB, {r['s']:.2f} s" if r else m.na(outcome, True)))
+    timing = {}
+    for precision in sorted({row["precision"] for row in rows}):
+        spec = {"rows": [r for r in rows if r["precision"] == precision], "precision": precision, "tiny": args.quick,
+                "rounds": args.rounds}
+        timing[precision] = m.run_worker(__file__, spec, args.o, args.row_timeout_s * (1 + args.rounds),
+                                         fixed_malloc=False)
+        progress(f"timing {precision}: " + ("done" if m.ok(timing[precision]) else m.na(timing[precision], True)))
     raw = {"env": env, "options": args.o, "tiny": args.quick, "image_size": TINY["image_size"] if args.quick else 224,
-           "rows": results}
+           "rows": results, "timing": timing}
     m.finish(args.out, "step_memory-quick" if args.quick else "step_memory", raw, render)
 
 

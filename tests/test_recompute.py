@@ -1,0 +1,114 @@
+"""Cheap activations recomputed in the backward (core/recompute.py): the same gradients bit for bit, LayerNorm and
+GELU outputs not kept by the graph, and the hooks stepping aside where others are installed."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from torch import nn
+
+from perceiver_io.core import (
+    CrossAttentionLayer, EncoderConfig, PerceiverEncoder, SelfAttentionLayer, set_recompute_activations,
+)
+from perceiver_io.core.recompute import recomputable, recomputing_cheap_activations
+
+
+def layers() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    return {
+        "self": SelfAttentionLayer(16, num_heads=2),
+        "cross, absorbed": CrossAttentionLayer(16, 5, num_heads=1, qk_channels=16),  # inputs narrower than the head
+        "cross, projected": CrossAttentionLayer(16, 12, num_heads=4, qk_channels=8),
+    }
+
+
+def run(layer: nn.Module, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor | None, backward: int = 1):
+    """Output and every gradient of ``backward`` backward passes through one forward."""
+    x_q, x_kv = x_q.clone().requires_grad_(), x_kv.clone().requires_grad_()
+    out = layer(x_q, mask) if isinstance(layer, SelfAttentionLayer) else layer(x_q, x_kv, mask)
+    for i in range(backward):
+        out.pow(2).sum().backward(retain_graph=i + 1 < backward)
+    grads = [x_q.grad, x_kv.grad if not isinstance(layer, SelfAttentionLayer) else None]
+    grads += [p.grad for p in layer.parameters()]
+    layer.zero_grad(set_to_none=True)
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("name", list(layers()))
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("backward", [1, 2])  # 2: twice through a retained graph, every saved tensor unpacked again
+def test_recomputed_activations_give_bitwise_the_same_output_and_gradients(name, masked, backward):
+    layer = layers()[name]
+    g = torch.Generator().manual_seed(1)
+    x_q = torch.randn(2, 6, 16, generator=g)
+    x_kv = torch.randn(2, 30, layer.kv_norm.normalized_shape[0] if hasattr(layer, "kv_norm") else 16, generator=g)
+    mask = (torch.rand(2, 30 if hasattr(layer, "kv_norm") else 6, generator=g) > 0.3) if masked else None
+    results = {}
+    for on in (False, True):
+        assert set_recompute_activations(layer, on) == 1
+        results[on] = run(layer, x_q, x_kv, mask, backward)
+    assert torch.equal(results[True][0], results[False][0])
+    for kept, recomputed in zip(results[False][1], results[True][1]):
+        assert (kept is None and recomputed is None) or torch.equal(kept, recomputed)
+
+
+def outputs_alive_after_forward(layer: nn.Module, x: torch.Tensor) -> dict[str, bool]:
+    """Which of the LayerNorm and GELU outputs of one training forward the graph still holds."""
+    refs: dict[str, weakref.ref] = {}
+    for name, module in layer.named_modules():
+        if isinstance(module, (nn.LayerNorm, nn.GELU)):
+            module.register_forward_hook(lambda m, i, o, name=name: refs.__setitem__(name, weakref.ref(o)))
+    out = layer(x.requires_grad_())
+    gc.collect()
+    alive = {name: ref() is not None for name, ref in refs.items()}
+    out.sum().backward()
+    return alive
+
+
+def test_layer_norm_and_gelu_outputs_are_not_kept_for_the_backward():
+    layer = SelfAttentionLayer(16, num_heads=2)
+    assert outputs_alive_after_forward(layer, torch.randn(2, 6, 16)) == {"norm": False, "mlp_norm": False,
+                                                                         "mlp.1": False}
+    set_recompute_activations(layer, False)
+    assert all(outputs_alive_after_forward(layer, torch.randn(2, 6, 16)).values())
+
+
+def test_other_saved_tensor_hooks_and_checkpointing_take_precedence():
+    layer = SelfAttentionLayer(16, num_heads=2)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):  # e.g. offloading: it sees every tensor
+        assert all(outputs_alive_after_forward(layer, torch.randn(2, 6, 16)).values())
+    encoder = PerceiverEncoder(EncoderConfig(num_input_channels=5, num_latents=4, num_latent_channels=16,
+                                             num_blocks=2, num_self_attends_per_block=2, num_self_attend_heads=2))
+    x = torch.randn(2, 9, 5)
+    grads = {}
+    for checkpointing in (False, True):
+        encoder.gradient_checkpointing = checkpointing
+        encoder.train()(x).pow(2).sum().backward()
+        grads[checkpointing] = [p.grad.clone() for p in encoder.parameters()]
+        encoder.zero_grad(set_to_none=True)
+    for plain, checkpointed in zip(grads[False], grads[True]):
+        torch.testing.assert_close(checkpointed, plain, rtol=1e-6, atol=1e-7)
+
+
+def test_marks_are_ignored_outside_a_context_and_without_gradients():
+    x = torch.randn(3, requires_grad=True)
+    y = recomputable(x.sin(), torch.sin, x)  # no context: nothing to do
+    with recomputing_cheap_activations(), torch.no_grad():
+        assert torch.equal(recomputable(x.sin(), torch.sin, x), y.detach())
+    with recomputing_cheap_activations():
+        z = recomputable(x.sin(), torch.sin, x)
+        w = (z * z).sum()  # mul saves z twice: one recomputation shared by both unpacks
+    w.backward()
+    torch.testing.assert_close(x.grad, 2 * x.sin().detach() * x.cos().detach())
+
+
+def test_a_recipe_that_does_not_reproduce_the_layout_is_an_error():
+    x = torch.randn(4, 3, requires_grad=True)
+    with recomputing_cheap_activations():
+        y = recomputable(x.exp(), lambda t: t.exp().t().contiguous().t(), x)  # same values, transposed strides
+        loss = (y * 2).sum() + (y * y).sum()
+    with pytest.raises(RuntimeError, match="recomputed activation: expected shape"):
+        loss.backward()
