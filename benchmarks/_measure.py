@@ -1,21 +1,15 @@
-"""What the CPU benchmarks share: timing, peak memory in fresh worker processes, contention, the
-transformers builder, ``--rows``, progress and the ``results/NAME.{md,json}`` files (Linux: reads ``/proc``).
+"""What the CPU benchmarks share: timing, peak memory in fresh worker processes, contention, the transformers
+builder, ``--rows``, progress and the ``results/NAME.{md,json}`` files (Linux: reads ``/proc``).
 
-* Time: ``torch.utils.benchmark.Timer.adaptive_autorange`` (:func:`autorange`) where a row repeats one call until
-  its spread is small (``scaling.py``, ``attention_cpu.py``); single calls, by :func:`watch` where implementations
-  alternate (``vs_transformers.py``) and by :func:`timer` (a :class:`timeit.Timer`) where the best of a few runs is
-  wanted (``gemm_bound.py``). Garbage collection stays on while timing, as users run.
-* Peak memory: each measured row runs in a fresh worker process (:func:`run_worker`: the script
-  re-invoked with ``--worker SPEC``): peak RSS cannot be attributed to one of several runs in one
-  process (heap kept from an earlier run is reused without raising the RSS). :func:`peak_memory`
-  collects garbage, hands free heap pages back to the OS (``malloc_trim``), reads the RSS and resets
-  the kernel's peak-RSS counter (``/proc/self/clear_refs``); memory = peak RSS (``VmHWM``) - that RSS.
-  Memory workers run glibc malloc with a fixed mmap threshold (``MALLOC_MMAP_THRESHOLD_=131072``): peak
-  RSS then follows the live tensors (with the default moving one, ``--default-malloc``, it varies by ~15%).
-* The parent kills a worker whose RSS passes the memory cap or that runs past its time limit
-  ("n/a (memory)", "n/a (time)"); one killed by the kernel or failing to allocate counts as memory.
-* Contention: :func:`watch` gives the cores other processes (and steal) took during a timed section;
-  one of at least 0.2 s (``/proc/stat`` ticks are 10 ms) with more than 0.3 such cores is disturbed.
+* Time: :func:`autorange` (``torch.utils.benchmark``) where one call repeats until its spread is small; :func:`watch`
+  around single calls where implementations alternate; :func:`timer` (``timeit``) for a best of a few.
+* Peak memory: each measured row runs in a fresh worker (:func:`run_worker`, the script re-run with ``--worker``), as
+  heap kept from an earlier run is reused without raising the RSS. :func:`peak_memory` collects garbage, trims the
+  heap, resets the kernel's peak-RSS counter and reports peak RSS minus the RSS before. Workers run glibc malloc with
+  a fixed mmap threshold (``MALLOC_MMAP_THRESHOLD_=131072``) so that the RSS follows the live tensors.
+* A worker past the memory cap or the time limit is killed ("n/a (memory)", "n/a (time)").
+* Contention: :func:`watch` also gives the cores other processes (and steal) took; a section of at least 0.2 s
+  with more than 0.3 such cores is disturbed.
 """
 
 import argparse
@@ -39,7 +33,7 @@ MIB = 2**20
 THREADS = 2
 SEED = 0
 RESULT_PREFIX = "RESULT-JSON "
-FIXED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 CONTENTION_CORES = 0.3
 CONTENTION_MIN_WALL_S = 0.2
 
@@ -138,12 +132,11 @@ def rounds(repeats: int, budget_s: float, round_s: float, at_least: int = 1) -> 
 
 
 def run_worker(script: str, spec: dict, options: dict, timeout_s: float, fixed_malloc: bool = True) -> dict:
-    """Run ``script --worker SPEC`` (``options``: ``mem_cap_bytes``, ``threads``, ``default_malloc``); the
-    outcome: ``status`` (ok, memory, time, error), ``result``, ``detail``, ``wall_s``, ``max_rss_seen_bytes``,
-    ``returncode``."""
-    env = {k: v for k, v in os.environ.items() if k not in FIXED_MALLOC_ENV}
+    """Run ``script --worker SPEC`` (``options``: ``mem_cap_bytes``, ``threads``); the outcome: ``status`` (ok,
+    memory, time, error), ``result``, ``detail``, ``wall_s``, ``max_rss_seen_bytes``, ``returncode``."""
+    env = {k: v for k, v in os.environ.items() if k not in FIXED_MALLOC}
     env.update(OMP_NUM_THREADS=str(options["threads"]), MKL_NUM_THREADS=str(options["threads"]))
-    env.update(FIXED_MALLOC_ENV if fixed_malloc and not options["default_malloc"] else {})
+    env.update(FIXED_MALLOC if fixed_malloc else {})
     start, killed, max_rss, cap = time.monotonic(), None, 0, options["mem_cap_bytes"]
     # output to files, not pipes: a pipe that fills while the parent only polls would stall the worker
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -271,8 +264,6 @@ def arg_parser(doc: str, row_timeout: float = 0.0, quick: str = "",
                             help=f"kill a worker after this (s, default {row_timeout:.0f})")
         parser.add_argument("--mem-cap-gib", type=float, default=None,
                             help="kill a worker whose RSS passes this (default: 80%% of MemAvailable at start)")
-        parser.add_argument("--default-malloc", action="store_true",
-                            help="keep glibc's moving mmap threshold in the memory workers (peaks then vary by ~15%%)")
     return parser
 
 
@@ -281,7 +272,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, render: Calla
           defaults: dict[str, tuple[Any, Any]] | None = None) -> argparse.Namespace | None:
     """Parse the options; run a ``--worker`` or a ``--from-json`` re-render (then None). ``defaults``: option ->
     (full, ``--quick``) value where it is left None. ``args.o``: the ``options`` (with ``mem_cap_bytes``,
-    ``default_malloc``, ``threads``, and ``quick`` when there) as a dict."""
+    ``threads``, and ``quick`` when there) as a dict."""
     args = parser.parse_args(argv)
     if getattr(args, "worker", None):
         return worker_main(measure, args.worker)  # type: ignore[arg-type,func-returns-value]
@@ -295,7 +286,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, render: Calla
     if hasattr(args, "mem_cap_gib"):
         available = proc_bytes("MemAvailable", "/proc/meminfo")
         args.mem_cap_bytes = int(args.mem_cap_gib * 2**30 if args.mem_cap_gib else 0.8 * available)
-        options = ("quick", *options, "row_timeout_s", "mem_cap_bytes", "default_malloc", "threads")
+        options = ("quick", *options, "row_timeout_s", "mem_cap_bytes", "threads")
     args.o = {k: getattr(args, k) for k in options}
     return args
 

@@ -1,29 +1,14 @@
 """How fast could a forward+backward step of the ``vs_transformers.py`` rows possibly run on this CPU?
 
-A lower bound on the step time from its matrix products, against transformers in the same run, for
-each row of ``benchmarks/vs_transformers.py`` (same models, equal weights, inputs and loss):
-
-1. A ``TorchDispatchMode`` records every ``mm``, ``addmm``, ``bmm``, ``baddbmm`` of one fwd+bwd step with its
-   operands' sizes and strides and its wall time (ours with SDPA on the math backend, so the attention
-   products show up as GEMMs). **GEMM share** = time inside GEMMs / the step's time.
-2. Each round times one real step of each implementation (ours, ours under ``torch.compile``, transformers; order
-   alternates), then re-runs every distinct
-   (operator, operand layout) alone on random tensors of the same sizes and strides, best of 2-5 runs. The
-   machine drifts by 10-30% from minute to minute, so every bound is divided by transformers' step **of the
-   same round**.
-3. ``own-rate bound`` = sum of the step's GEMMs' best times, everything else (softmax, LayerNorm, GELU, copies,
-   autograd, allocation) free; ``peak bound`` = the step's GEMM FLOPs at the best rate of any of the row's
-   products. Both use the smaller GEMM work of the two implementations.
-4. ``back to back``: each round also runs ours' recorded GEMMs in step order, nothing between them, on operands
-   allocated ahead, about 1 GiB at a time, outside the timing, twice: warm (one set of operands per distinct layout,
-   reused by its repeats, as the isolated timing reuses them) and cold (fresh operands for every call: not in cache).
-   ``ceiling`` = ours' own-rate bound / that time: the highest ``own-rate bound / step`` that a step computing
-   ours' products through this BLAS can reach, with everything but the products free.
-
-``lowest ratio`` = bound / transformers' step: no fp32 implementation of this arithmetic on this machine can
-have a smaller ours/transformers ratio (the retired target, 1.5x faster, needs <= 0.667). ``own-rate bound / ours``
-= the bound over ours' step of the same round: the issue's target is >= 0.95. About 12 minutes on 2 cores, the
-multimodal row most of it (compiling each row takes 1-2 minutes of it).
+For each row (same models, equal weights, inputs and loss): a ``TorchDispatchMode`` records every GEMM (mm, addmm,
+bmm, baddbmm) of one fwd+bwd step with its operands' layout and time (ours with SDPA on the math backend, so the
+attention products are GEMMs). Each round then times one real step of ours, ours under ``torch.compile`` and
+transformers (order alternating), re-runs every distinct GEMM alone (best of 2-5 runs), and re-runs ours' GEMMs
+back to back in step order on operands allocated ahead (warm: reused per layout; cold: fresh for every call).
+``own-rate bound`` = the sum of the step's GEMMs at their best isolated times, everything else free; ``peak bound``
+= its GEMM FLOPs at the best rate of any of the row's products; ``ceiling`` = ours' own-rate bound / its GEMMs back
+to back. Bounds are divided by the steps of the same round (the machine drifts by 10-30% from minute to minute).
+About 12 minutes on 2 cores.
 """
 
 import math
@@ -219,10 +204,9 @@ def render(raw: dict[str, Any]) -> str:
             spread(per_round(r, "own_rate_bound_s", vt.HF)), spread(per_round(r, "peak_bound_s", vt.HF)),
             both([spread(own[i]) for i in ours]),
             # the ceiling to 3 digits: it is read against 0.95
-            *([both([f"{med(r['back_to_back_s'][k]) * 1e3:.0f}" for k in KINDS]),
-               both([spread(ceiling(r, k), 3) for k in KINDS])] if "back_to_back_s" in r else ["-", "-"]),
+            both([f"{med(r['back_to_back_s'][k]) * 1e3:.0f}" for k in KINDS]),
+            both([spread(ceiling(r, k), 3) for k in KINDS]),
             both(["yes" if med(own[i]) >= WITHIN else "no" for i in ours])])
-    compiled = [r for r in results if "compile_s" in r]
     return "\n\n".join([
         "# Lower bound on a fwd+bwd step from its GEMMs (CPU, fp32)",
         "\n".join([
@@ -236,39 +220,19 @@ def render(raw: dict[str, Any]) -> str:
         "\n".join(["## Rows", "", *[f"- **{r['name']}**: {r['description']}" for r in results]]),
         "## Results\n\n" + m.markdown_table(header, table),
         "\n".join([
-            "- GEMM share of the step: time inside GEMM calls / wall time of the same step (the recorded one; "
-            "ours with math SDPA). transformers' share is the lowest ratio an implementation could reach by making "
-            "everything but the products free while computing them no faster than transformers does.",
-            "- lowest ratio: a bound over transformers' step **of the same round** (median over rounds, range in "
-            "brackets). own-rate bound: every GEMM of the step at the best speed this machine's BLAS reaches on that "
-            "exact product alone (best of several runs), everything else free. peak bound: all GEMM FLOPs at the best "
-            "rate seen for any of the row's products ("
-            + ", ".join(f"{r['name']}: {med(r['peak_gflops']):.0f} GFLOP/s" for r in results)
-            + "); reaching it would need products this BLAS runs slower (thin, odd-sized) to run at its best rate.",
-            f"- own-rate bound / ours: the share of ours' step its GEMMs would take at their best isolated speed "
-            f"(median over rounds); the issue's target is >= {WITHIN} (ours within {1 - WITHIN:.0%} of the bound).",
-            "- back to back: ours' recorded GEMMs alone, in step order, nothing between them; warm: one set of "
-            "operands per distinct layout, reused by its repeats (as in the isolated timing); cold: fresh operands "
-            "for every call, not in cache. A step meets its operands between the two (the backward reads activations "
-            "saved a whole forward earlier). ceiling = ours' own-rate bound / that time (median over rounds): no step "
-            "that computes these products with this BLAS can have a higher own-rate bound / step, even with "
-            f"everything else free. The {WITHIN} target is out of reach even with warm operands in "
-            + (", ".join(r["name"] for r in results if "back_to_back_s" in r and med(ceiling(r, "warm")) < WITHIN)
-               or "no row") + "; with cold ones in "
-            + (", ".join(r["name"] for r in results if "back_to_back_s" in r and med(ceiling(r, "cold")) < WITHIN)
-               or "no row") + ".",
-            "- compiled: `torch.compile(model)` (inductor, default mode) of the same model and weights, timed in the "
-            "same rounds; its products are ours' (inductor calls the same BLAS for fp32 products on the CPU). "
-            "Compile time (the first compiled step, forward and backward graphs), not in the medians: "
-            + (", ".join(f"{r['name']} {r['compile_s']:.0f} s" for r in compiled) or "not measured"),
-            f"- the retired target (fwd+bwd at least 1.5x faster than transformers) needs ours/transformers <= "
-            f"{target:.3f}; the own-rate bound rules it out in "
-            + (", ".join(r["name"] for r, low in zip(results, lowest) if low > target) or "no row")
-            + ", not in " + (", ".join(r["name"] for r, low in zip(results, lowest) if low <= target) or "any row")
-            + ".",
-            "- GEMM FLOPs of ours are counted with SDPA on its math backend (the attention products as GEMMs); "
-            "the timed step uses the default (fused where the head sizes allow).",
-            "- GEMM calls recorded per step (ours / transformers): " + ", ".join(
+            "- GEMM share: time inside GEMMs / the recorded step's time. lowest ratio: a bound over transformers' step "
+            "of the same round (median, range in brackets); no implementation of this arithmetic can go lower. peak "
+            "bound rate: " + ", ".join(f"{r['name']} {med(r['peak_gflops']):.0f} GFLOP/s" for r in results) + ".",
+            f"- own-rate bound / ours: the target is >= {WITHIN}. ceiling: the highest own-rate bound / step any step "
+            f"computing ours' products with this BLAS can reach; under {WITHIN} with warm operands in "
+            + (", ".join(r["name"] for r in results if med(ceiling(r, "warm")) < WITHIN) or "no row")
+            + ", with cold ones in " + (", ".join(r["name"] for r in results if med(ceiling(r, "cold")) < WITHIN)
+                                        or "no row") + ".",
+            f"- the retired target (ours/transformers <= {target:.3f}) is ruled out by the own-rate bound in "
+            + (", ".join(r["name"] for r, low in zip(results, lowest) if low > target) or "no row") + ".",
+            "- compiled: `torch.compile(model)` (inductor), same weights; compile time (not in the medians): "
+            + ", ".join(f"{r['name']} {r['compile_s']:.0f} s" for r in results),
+            "- GEMM calls per step (ours / transformers): " + ", ".join(
                 f"{r['name']}: {r['gemm_calls'][vt.OURS]} / {r['gemm_calls'][vt.HF]} ({r['distinct_gemms']} distinct)"
                 for r in results),
             f"- wall time of the whole run: {raw['wall_s']:.0f} s"]),

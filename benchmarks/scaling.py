@@ -1,20 +1,14 @@
 """Scaling benchmark of the Perceiver IO encoder and decoder on CPU: forward time and peak memory.
 
-(a) Encoder, ``PerceiverEncoder``, over M = 1k ... 64k inputs of width 261 with a latent stack reduced for the
-    CPU (see :data:`ENCODER_SETTINGS`), batch 1. Peer: transformers' ``PerceiverModel`` (no pre-processor or
-    decoder) at the same configuration with equal weights, copied through ``perceiver_io.convert.transformers_names``;
-    a check at M = 1k reports the largest difference.
-(b) Decoder, ``PerceiverDecoder`` with Fourier queries over a (16, 256, 256) grid, latents 256 x 512, batch 1,
-    over O = 1k ... 1M queries (the first O flat indices as ``subsampled_output_points``), decoded with
-    ``chunk_size=65536``. Peer: the same decoder one shot. Target: the chunked 1M decode peaks at most 1.5x
-    the memory of the one-shot 64k decode.
+(a) Encoder, ``PerceiverEncoder``, over M = 1k ... 64k inputs of width 261 (latent stack reduced for the CPU:
+    :data:`ENCODER_SETTINGS`), batch 1, against transformers' ``PerceiverModel`` with equal weights.
+(b) Decoder, ``PerceiverDecoder`` with Fourier queries over a (16, 256, 256) grid, latents 256 x 512, over O = 1k
+    ... 1M queries decoded with ``chunk_size=65536``, against the same decoder one shot. Target: the chunked 1M
+    decode peaks at most 1.5x the memory of the one-shot 64k decode.
 
-Every (size, implementation) row runs in a fresh worker process (method: ``benchmarks/_measure.py``), 2
-threads, under ``torch.inference_mode()``: build, a primer forward of 16 inputs or queries, then
-:func:`_measure.autorange` of the forward (at least 1 s, at most ``--row-budget`` s): median time; memory =
-peak RSS - RSS before the warm-up. Rows during which other work took more than 0.3 cores are marked ``*``.
-After "n/a (memory)" or "n/a (time)" the larger sizes of that implementation are skipped. 5-8 minutes on 2 cores
-(``--quick``: encoder <= 8k, decoder <= 64k).
+Each (size, implementation) runs in a fresh worker (``_measure.py``), under ``torch.inference_mode()``: a primer
+forward of 16 inputs, then :func:`_measure.autorange` of the forward (1 s to ``--row-budget`` s): median time; memory
+= peak RSS - RSS before. After "n/a (memory)" or "n/a (time)" larger sizes are skipped. 5-8 minutes on 2 cores.
 """
 
 import time
@@ -34,7 +28,6 @@ ENCODER_SETTINGS: dict[str, Any] = dict(
 DECODER_GRID, DECODER_BANDS, DECODER_OUTPUT_CHANNELS, CHUNK_SIZE = (16, 256, 256), 32, 3, 65536
 PRIMER_SIZE, MEMORY_TARGET = 16, 1.5
 PARTS = {"encoder": ("ours", "transformers"), "decoder": ("chunked", "one-shot")}
-PLURAL = {"input": "inputs", "query": "queries"}
 
 
 @torch.inference_mode()
@@ -85,9 +78,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 def contention(outcome: dict | None) -> float | None:
     """Cores taken by other processes and steal during the timed forwards (None: unknown, or too short to tell)."""
     r = ok(outcome)
-    if r is None or r.get("wall_s", sum(r["times_s"])) < m.CONTENTION_MIN_WALL_S:
-        return None
-    return r["other_cores"] + r.get("steal_cores", 0.0)  # results before :func:`_measure.watch` kept steal apart
+    return None if r is None or r["wall_s"] < m.CONTENTION_MIN_WALL_S else r["other_cores"]
 
 
 def is_disturbed(outcome: dict | None) -> bool:
@@ -148,38 +139,6 @@ def comparison_table(results: dict[str, dict[str, dict]], size_name: str, unit: 
     return m.markdown_table(header + [f"{first}/{second} time", f"{first}/{second} mem"], table, left=())
 
 
-def scaling_line(name: str, rows: dict[str, dict], unit: str) -> str:
-    """Per-element time and memory of the largest clean size against the smallest, and marginal times."""
-    sizes = [s for s in sorted(int(s) for s in rows) if ok(rows[str(s)]) and not is_disturbed(rows[str(s)])]
-    if len(sizes) < 2:
-        return f"- {name}: too few rows measured"
-    res, lo, hi = {s: rows[str(s)]["result"] for s in sizes}, sizes[0], sizes[-1]
-    a, b = res[lo], res[hi]
-    per = {key: per_element(b[key], hi, a[key], lo) for key in ("median_s", "extra_bytes") if a[key] > 0}
-    mem = "n/a (smallest row 0)" if a["extra_bytes"] <= 0 else (
-        f"x{b['extra_bytes'] / a['extra_bytes']:.1f} (per {unit} {per['extra_bytes']:.3f}x)")
-
-    def slope(x: int, y: int) -> str:
-        return f"{(res[y]['median_s'] - res[x]['median_s']) * 1e6 / (y - x):.3f} us ({size_label(x)}-{size_label(y)})"
-
-    return (f"- {name}: {size_label(lo)} -> {size_label(hi)} ({hi // lo}x {PLURAL[unit]}): time "
-            f"x{b['median_s'] / a['median_s']:.1f} (per {unit} {per['median_s']:.2f}x), peak memory {mem}; "
-            f"marginal time per added {unit} {slope(sizes[0], sizes[1])} -> {slope(sizes[-2], sizes[-1])}")
-
-
-def peer_line(name: str, a: dict[str, dict], b: dict[str, dict]) -> str:
-    pairs = [(int(s), ok(a[s]), ok(b.get(s))) for s in sorted(a, key=int)
-             if not (is_disturbed(a[s]) or is_disturbed(b.get(s)))]
-    pairs = [(s, x, y) for s, x, y in pairs if x and y and y["extra_bytes"] > 0]
-    if not pairs:
-        return f"- {name}: no size measured for both"
-    times = [x["median_s"] / y["median_s"] for _, x, y in pairs]
-    mems = [x["extra_bytes"] / y["extra_bytes"] for _, x, y in pairs]
-    return (f"- {name}: time {min(times):.2f}-{max(times):.2f}x, peak memory {min(mems):.2f}-{max(mems):.2f}x over "
-            f"{size_label(pairs[0][0])}-{size_label(pairs[-1][0])}; at {size_label(pairs[-1][0])}: time "
-            f"{times[-1]:.2f}x, memory {mems[-1]:.2f}x")
-
-
 def render(raw: dict[str, Any]) -> str:
     env, o, s = raw["environment"], raw["options"], ENCODER_SETTINGS
     enc, dec, check = raw["encoder"], raw["decoder"], ok(raw["equal_weights_check"])
@@ -189,21 +148,14 @@ def render(raw: dict[str, Any]) -> str:
     everything = [(f"{part} {impl} {size_label(int(size))}", out) for part, res in (("encoder", enc), ("decoder", dec))
                   for impl, rows in res.items() for size, out in rows.items()]
     bad = [f"{label}: {out['status']} ({out['detail']})" for label, out in everything if out["status"] != "ok"]
-    loads = [(contention(out), label) for label, out in everything if contention(out) is not None]
-    marked = [label for load, label in loads if load > m.CONTENTION_CORES]
+    marked = [label for label, out in everything if is_disturbed(out)]
     return "\n\n".join([
         "# Perceiver IO scaling benchmark (CPU)",
         "\n".join([
             *m.env_lines(env, o, "row time limit"),
-            (f"- timing: median of k timed forwards after one warm-up (k = {o['repeats']}, more while they take under "
-             f"1 s, fewer when they would take over {o['row_budget_s']:.0f} s, at least 1)" if "repeats" in o else
-             "- timing: median of k timed forwards (`torch.utils.benchmark.Timer.adaptive_autorange`: after a warm-up, "
-             f"until their IQR is under 10% of the median, at least 4 and 1 s, at most {o['row_budget_s']:.0f} s)")
-            + "; memory: peak RSS minus RSS before the first forward, one fresh process per row (see the docstring of "
-            "benchmarks/scaling.py)",
-            "- allocator: " + ("glibc defaults (moving mmap threshold)" if o["default_malloc"] else
-                               "glibc with a fixed mmap threshold (`MALLOC_MMAP_THRESHOLD_=131072`: peak RSS follows "
-                               "the live tensors, reproducible; forwards ~5-10% slower than with the default)")]),
+            f"- timing: median of k timed forwards ({m.AUTORANGE_METHOD}, 1 to {o['row_budget_s']:.0f} s); memory: "
+            "peak RSS minus RSS before the first forward, one fresh process per row, glibc with a fixed mmap "
+            "threshold; method in the docstring"]),
         "## (a) Encoder: forward time and peak extra memory vs number of inputs M",
         f"Inputs [1, M, {s['num_input_channels']}] -> latents [1, {s['num_latents']}, {s['num_latent_channels']}]; "
         f"{s['num_cross_attend_heads']} cross head, {s['num_blocks']} blocks x {s['num_self_attends_per_block']} "
@@ -226,15 +178,8 @@ def render(raw: dict[str, Any]) -> str:
             f"- **{name} = {big['extra_bytes'] / MIB:.1f} MiB / "  # type: ignore[index]
             f"{ref['extra_bytes'] / MIB:.1f} MiB = {ratio:.2f}x -> {'PASS' if ratio <= MEMORY_TARGET else 'FAIL'}** "
             f"(target <= {MEMORY_TARGET}x)",
-            *[line for part, unit, (a, b) in (("encoder", "input", enc.items()), ("decoder", "query", dec.items()))
-              for line in (scaling_line(f"{part} {a[0]}", a[1], unit), scaling_line(f"{part} {b[0]}", b[1], unit),
-                           peer_line(f"{part} {a[0]}/{b[0]}", a[1], b[1]))],
-            "- (the lines above leave out rows marked *)",
             "- rows not measured: " + ("; ".join(bad) if bad else "none"),
-            "- other load during timed forwards: unknown" if not loads else
-            f"- other load during timed forwards (cores busy outside the worker, incl. steal): max {max(loads)[0]:.2f} "
-            f"({max(loads)[1]}); rows marked * (> {m.CONTENTION_CORES}"
-            + (" even after re-runs" if o.get("retries") else "") + "): " + (", ".join(marked) or "none"),
+            f"- rows marked * (other load > {m.CONTENTION_CORES} cores while timed): " + (", ".join(marked) or "none"),
             f"- wall time of the whole run: {raw['wall_s']:.0f} s"]),
     ])
 
