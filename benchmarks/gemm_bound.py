@@ -8,7 +8,7 @@ back to back in step order on operands allocated ahead (warm: reused per layout;
 ``own-rate bound`` = the sum of the step's GEMMs at their best isolated times, everything else free; ``peak bound``
 = its GEMM FLOPs at the best rate of any of the row's products; ``ceiling`` = ours' own-rate bound / its GEMMs back
 to back. Bounds are divided by the steps of the same round (the machine drifts by 10-30% from minute to minute).
-About 12 minutes on 2 cores.
+About 15 minutes on 2 cores.
 """
 
 import math

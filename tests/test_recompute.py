@@ -76,7 +76,7 @@ def test_layer_norm_and_gelu_outputs_are_not_kept_for_the_backward():
     assert all(outputs_alive_after_forward(layer, torch.randn(2, 6, 16)).values())
 
 
-def test_other_saved_tensor_hooks_and_checkpointing_take_precedence():
+def test_other_saved_tensor_hooks_take_precedence_and_checkpointing_keeps_the_gradients():
     layer = SelfAttentionLayer(16, num_heads=2)
     with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):  # e.g. offloading: it sees every tensor
         assert all(outputs_alive_after_forward(layer, torch.randn(2, 6, 16)).values())

@@ -304,14 +304,17 @@ class MultiHeadAttention(nn.Module):
         b, nk, c = x_kv.shape
         h, dk = self.num_heads, self.qk_channels // self.num_heads
         x1 = recomputable(append_ones(x_kv), append_ones, x_kv)[:, None].expand(b, h, nk, c + 1)
-        w_k = torch.cat([self.k.weight, self.k.bias[:, None]], dim=1).view(h, dk, c + 1)
-        return torch.matmul(q * dk**-0.5, w_k), x1, x1, 1.0
+        return torch.matmul(q * dk**-0.5, self.per_head_weight_and_bias(self.k)), x1, x1, 1.0
 
     def apply_value_projection(self, attended: torch.Tensor) -> torch.Tensor:
         """``p x1 [B, H, Nq, C + 1]`` -> ``p v = (p x1) W_v,h^T`` ``[B, H, Nq, Dv]`` (the absorbed path's values)."""
-        h, c1 = self.num_heads, attended.shape[-1]
-        w_v = torch.cat([self.v.weight, self.v.bias[:, None]], dim=1).view(h, self.v_channels // h, c1)
-        return torch.matmul(attended, w_v.transpose(-1, -2))
+        return torch.matmul(attended, self.per_head_weight_and_bias(self.v).transpose(-1, -2))
+
+    def per_head_weight_and_bias(self, linear: nn.Linear) -> torch.Tensor:
+        """``[weight, bias]`` of ``linear`` (``C -> D``) per head: ``[H, D / H, C + 1]``, the matrix that projects
+        ``[x, 1]``."""
+        weight = torch.cat([linear.weight, linear.bias[:, None]], dim=1)
+        return weight.view(self.num_heads, linear.out_features // self.num_heads, weight.shape[1])
 
     def split_heads(self, x: torch.Tensor, channels: int) -> torch.Tensor:
         """``[B, N, channels]`` -> ``[B, H, N, channels / H]``; sizes spelled out, as ``-1`` is ambiguous when
@@ -338,23 +341,23 @@ class MultiHeadAttention(nn.Module):
 def set_recompute_probabilities(model: nn.Module, on: bool = True) -> int:
     """Set :attr:`MultiHeadAttention.recompute_probabilities` on every attention layer of ``model``; returns how
     many layers it set."""
-    if not isinstance(on, bool):
-        raise TypeError(f"on: expected a bool, got {on!r}")
-    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
-    for layer in layers:
-        layer.recompute_probabilities = on
-    return len(layers)
+    return _set_switch(model, (MultiHeadAttention,), "recompute_probabilities", on)
 
 
 def set_recompute_activations(model: nn.Module, on: bool = True) -> int:
     """Set ``recompute_activations`` on every :class:`CrossAttentionLayer` and :class:`SelfAttentionLayer` of
     ``model`` (on by default: their LayerNorm and GELU outputs are recomputed in the backward instead of kept,
     :mod:`~perceiver_io.core.recompute`); returns how many layers it set."""
+    return _set_switch(model, (CrossAttentionLayer, SelfAttentionLayer), "recompute_activations", on)
+
+
+def _set_switch(model: nn.Module, kinds: tuple[type, ...], switch: str, on: bool) -> int:
+    """Set the bool attribute ``switch`` on every module of ``model`` of one of ``kinds``; how many it set."""
     if not isinstance(on, bool):
         raise TypeError(f"on: expected a bool, got {on!r}")
-    layers = [m for m in model.modules() if isinstance(m, (CrossAttentionLayer, SelfAttentionLayer))]
+    layers = [m for m in model.modules() if isinstance(m, kinds)]
     for layer in layers:
-        layer.recompute_activations = on
+        setattr(layer, switch, on)
     return len(layers)
 
 
@@ -384,7 +387,7 @@ class CrossAttentionLayer(nn.Module):
     ``recompute_activations`` (on by default; :func:`set_recompute_activations`): in training the LayerNorm and
     GELU outputs, which the Linears after them would keep for the backward, are recomputed there instead
     (:mod:`~perceiver_io.core.recompute`; bitwise the same gradients; one elementwise pass each in the backward,
-    which the allocations it saves outweighed in the steps measured).
+    about 1% of the paper-size image step: ``benchmarks/results/step_memory.md``).
 
     ``qk_channels`` defaults to the kv channels (``shape_for_attn="kv"``) or to the query
     channels (``"q"``); ``v_channels`` defaults to ``qk_channels``.
