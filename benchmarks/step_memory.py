@@ -12,7 +12,7 @@ one warm-up step at full size, gradients dropped, then one measured step: peak R
 excluded, gradients and activations included). Time: one worker per precision holds transformers and ours (its
 switches set before each step) and runs ``--rounds`` rounds of one step per row, the order rotated each round, after
 a warm-up step each; a row's time is its median, its ratio the median over rounds of its step / transformers' step
-of the same round. The loss is the sum of the logits, so every weight gets a gradient. About 6 minutes on 2 cores
+of the same round. The loss is the sum of the logits, so every weight gets a gradient. About 9 minutes on 2 cores
 (``--quick``: a shrunken model on 32 x 32 images, for the tests).
 """
 
@@ -26,8 +26,8 @@ from _measure import MIB, progress
 CHUNK = 2048
 ROWS: list[dict[str, Any]] = [dict(name=f"{impl}-{precision}", impl=impl, precision=precision) for impl, precision in [
     ("transformers", "fp32"), ("ours", "fp32"), ("ours-kept", "fp32"), ("ours-projected", "fp32"),
-    ("ours+checkpointing", "fp32"),
-    ("ours+chunks", "fp32"), ("ours+both", "fp32"), ("transformers", "bf16"), ("ours", "bf16"), ("ours+recompute", "bf16"),
+    ("ours+checkpointing", "fp32"), ("ours+chunks", "fp32"), ("ours+both", "fp32"),
+    ("transformers", "bf16"), ("ours", "bf16"), ("ours-kept", "bf16"), ("ours+recompute", "bf16"),
     ("ours+recompute+chunks", "bf16"), ("ours+both", "bf16"),
 ]]
 TINY = dict(image_size=32, overrides=dict(
@@ -36,7 +36,8 @@ TINY = dict(image_size=32, overrides=dict(
     decoder=dict(query=dict(num_channels=64)),  # transformers' class query is as wide as the latents
 ))
 NOTES = {
-    "ours-kept": "`recompute_activations` off: LayerNorm and GELU outputs kept for the backward",
+    "ours-kept": "`recompute_activations` off: LayerNorm and GELU outputs (in bf16 their casts and the residual sums) "
+                 "kept for the backward",
     "ours-projected": "`absorb_projections` and `recompute_activations` off (the defaults before 2026-12-03)",
     "ours+checkpointing": "`activation_checkpointing`: the latent stack recomputed in the backward",
     "ours+chunks": f"`input_chunk_size={CHUNK}`: the input cross-attention over chunks of {CHUNK} inputs",
@@ -154,7 +155,7 @@ def render(raw: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = m.arg_parser(__doc__, row_timeout=600, quick="a shrunken model on 32 x 32 images (for the tests)",
                           rows="comma-separated row names (default: all): " + ", ".join(r["name"] for r in ROWS))
-    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per precision (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds per precision (default 5)")
     if not (args := m.parse(parser, argv, render, measure)):
         return
     env, results, rows = m.environment(args.threads), [], m.select_rows(ROWS, args.rows)

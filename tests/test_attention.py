@@ -403,3 +403,16 @@ def test_absorbed_projections_with_attention_dropout_draw_the_same_mask():
         torch.manual_seed(0)
         outs.append(layer(x_q, x_kv))
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_matrix_product_of_one_matrix_pair_is_the_batched_product(dtype):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 7, 5, generator=g, dtype=torch.float64)
+    k = torch.randn(1, 1, 11, 5, generator=g, dtype=torch.float64)
+    for a, b in [(q, k.transpose(-1, -2)), (q @ k.transpose(-1, -2), k),  # plain and transposed operands
+                 (q[0], k[0].transpose(-1, -2)), (q.expand(1, 3, 7, 5), k.expand(1, 3, 11, 5).transpose(-1, -2))]:
+        a, b = a.to(dtype), b.to(dtype)
+        torch.testing.assert_close(attention_module.matrix_product(a, b), torch.matmul(a, b))
+    a, b = q.clone().requires_grad_(), k.transpose(-1, -2).clone().requires_grad_()
+    assert torch.autograd.gradcheck(attention_module.matrix_product, (a, b))

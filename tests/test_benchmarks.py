@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 gemm_bound = pytest.importorskip("gemm_bound")
 SCRIPTS = ["attention_cpu", "cpu_inference", "decode_memory", "fused_projections", "gemm_bound", "gpu", "mlm_recipe",
-           "multimodal_tradeoff", "scaling", "step_memory", "unit_sets", "vs_transformers"]
+           "multimodal_tradeoff", "scaling", "single_pair_products", "step_memory", "unit_sets", "vs_transformers"]
 
 
 def test_recorder_counts_forward_and_backward_gemms_of_a_linear() -> None:
@@ -76,8 +76,8 @@ def test_help(name: str) -> None:
 
 
 @pytest.mark.parametrize("stem", ["attention_cpu", "decode_memory", "fused_projections", "gemm_bound", "mlm_recipe",
-                                  "multimodal_tradeoff", "scaling", "step_memory", "unit_sets", "vs_transformers",
-                                  "vs_transformers-bf16", "vs_transformers-bf16-recompute"])
+                                  "multimodal_tradeoff", "scaling", "single_pair_products", "step_memory", "unit_sets",
+                                  "vs_transformers", "vs_transformers-bf16", "vs_transformers-bf16-recompute"])
 def test_report_of_committed_results_keeps_their_tables(stem: str, tmp_path: Path) -> None:
     """Re-rendering a committed .json gives the committed .md's tables, cell for cell (README quotes them)."""
     done = run_script(stem.split("-")[0], "--from-json", str(BENCHMARKS / "results" / f"{stem}.json"), "--out", str(tmp_path))
@@ -189,3 +189,14 @@ def test_step_memory_quick_rows_compute_the_same_loss_and_keep_their_table(tmp_p
     md = (tmp_path / "step_memory-quick.md").read_text()
     assert [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:] == \
         ["transformers", "ours", "ours+both"]
+
+
+def test_single_pair_products_times_both_paths_on_the_same_results() -> None:
+    """benchmarks/single_pair_products.py on a small one-head shape: both paths timed, both backwards, and the 2-D
+    products give the batched ones' outputs and gradients up to bf16 rounding (the kernels may block differently)."""
+    import single_pair_products
+
+    shape = dict(name="tiny", shape="tiny", q=(1, 1, 8, 5), k=(1, 1, 40, 5), v=(1, 1, 40, 5))
+    rows = single_pair_products.measure([shape], 1, 0.05)
+    assert [r["backward"] for r in rows] == ["autograd", "recomputed"]
+    assert all(r["batched_ms"] > 0 and r["library_ms"] > 0 and r["max_diff"] < 1e-2 for r in rows)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .autocast import cast_for_readers
 from .init import variance_scaling_
 from .recompute import recomputable, recomputing_cheap_activations
 from .validation import check_choice, check_divisible
@@ -58,6 +59,20 @@ def records_gradients(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def matrix_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul(a, b)`` of ``a [..., N, K]`` and ``b [..., K, M]`` with the same number of dimensions. Where
+    every batch dimension of both is 1 (one head of one sample: the image, flow and multimodal input
+    cross-attentions at batch 1) it runs as one 2-D ``mm``: on the CPU a batched product of a single pair with a
+    transposed operand (``k^T``, ``p^T``) runs far slower than ``mm`` of the same two matrices (the one-head rows
+    of ``benchmarks/single_pair_products.py``), while with two or more pairs it does not. The same products; where
+    the kernels block them differently, bf16 results differ in the last bit."""
+    if a.dim() == b.dim() > 2 and a.shape[:-2].numel() == 1 and b.shape[:-2].numel() == 1:
+        # views (not a[0, 0]: indexing's backward would build zero-filled full-size gradients)
+        product = torch.mm(a.reshape(a.shape[-2:]), b.reshape(b.shape[-2:]))
+        return product.view(*a.shape[:-2], *product.shape)
+    return torch.matmul(a, b)
+
+
 def unfused_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -88,13 +103,13 @@ def _attend(
     scale: float | None = None,
 ) -> torch.Tensor:
     """:func:`unfused_attention`'s three ops, recorded by autograd as they run."""
-    scores = torch.matmul(q * (q.shape[-1] ** -0.5 if scale is None else scale), k.transpose(-1, -2))
+    scores = matrix_product(q * (q.shape[-1] ** -0.5 if scale is None else scale), k.transpose(-1, -2))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
-    return torch.matmul(probs, v)
+    return matrix_product(probs, v)
 
 
 class RecomputedProbabilities(torch.autograd.Function):
@@ -124,17 +139,19 @@ class RecomputedProbabilities(torch.autograd.Function):
         dtype, scale = ctx.compute_dtype, ctx.scale
         with torch.autocast(q.device.type, enabled=False):  # the casts autocast made in the forward, by hand
             q_scaled, k_c, v_c = (q * scale).to(dtype), k.to(dtype), v.to(dtype)
-            scores = torch.matmul(q_scaled, k_c.transpose(-1, -2))
+            scores = matrix_product(q_scaled, k_c.transpose(-1, -2))
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(dim=-1)
             del scores
             grad_out = grad_out.to(dtype)
-            grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
-            grad_scores = torch._softmax_backward_data(torch.matmul(grad_out, v_c.transpose(-1, -2)), probs, -1, dtype)
+            grad_v = matrix_product(probs.transpose(-1, -2), grad_out)
+            grad_probs = matrix_product(grad_out, v_c.transpose(-1, -2))
+            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, dtype)
+            del grad_probs
             del probs
-            grad_q = torch.matmul(grad_scores, k_c).to(q.dtype) * scale
-            grad_k = torch.matmul(grad_scores.transpose(-1, -2), q_scaled)
+            grad_q = matrix_product(grad_scores, k_c).to(q.dtype) * scale
+            grad_k = matrix_product(grad_scores.transpose(-1, -2), q_scaled)
         return grad_q, grad_k.to(k.dtype), grad_v.to(v.dtype), None, None
 
 
@@ -151,6 +168,16 @@ def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
 def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
     """``nn.GELU(approximate)(x)`` out of place (what a recomputation in the backward runs)."""
     return F.gelu(x, approximate=approximate)
+
+
+def residual_add(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``x + a`` (both ``[..., C]``), marked :func:`recomputable` from ``x`` and ``a`` where ``a`` is narrower: under
+    autocast a bf16 attention output added to the fp32 residual stream, whose sum the next LayerNorm would otherwise
+    keep in fp32 beside the kept ``x``."""
+    out = x + a
+    if a.element_size() < out.element_size():
+        recomputable(out, torch.add, x, a)
+    return out
 
 
 def zero_unattended_keys(x_kv: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -250,13 +277,24 @@ class MultiHeadAttention(nn.Module):
         b, nq, _ = x_q.shape
         if attention_mask is not None:
             x_kv = recomputable(zero_unattended_keys(x_kv, attention_mask), zero_unattended_keys, x_kv, attention_mask)
-        q = self.split_heads(self.q(x_q), self.qk_channels)
+        # Under autocast each input is cast once for all the Linears that read it (bitwise autocast's own casts);
+        # each reference is dropped after its Linear, so that in inference the cast lives no longer than autocast's.
+        if x_q is x_kv:
+            q_in, k_in, v_in = cast_for_readers(x_q, 3)
+        else:
+            (q_in,) = cast_for_readers(x_q, 1)
+        q = self.split_heads(self.q(q_in), self.qk_channels)
+        del q_in
         absorbed = self.absorbs(q, x_kv)
         if absorbed:
             q, k, v, scale = self.absorb_key_projection(q, x_kv)
         else:
-            k = self.split_heads(self.k(x_kv), self.qk_channels)
-            v = self.split_heads(self.v(x_kv), self.v_channels)
+            if x_q is not x_kv:
+                k_in, v_in = cast_for_readers(x_kv, 2)
+            k = self.split_heads(self.k(k_in), self.qk_channels)
+            del k_in
+            v = self.split_heads(self.v(v_in), self.v_channels)
+            del v_in
             scale = None
 
         sdpa_mask = keep_rows = None
@@ -346,7 +384,8 @@ def set_recompute_probabilities(model: nn.Module, on: bool = True) -> int:
 
 def set_recompute_activations(model: nn.Module, on: bool = True) -> int:
     """Set ``recompute_activations`` on every :class:`CrossAttentionLayer` and :class:`SelfAttentionLayer` of
-    ``model`` (on by default: their LayerNorm and GELU outputs are recomputed in the backward instead of kept,
+    ``model`` (on by default: their LayerNorm and GELU outputs, and under autocast the casts of the LayerNorm outputs
+    and the fp32 residual sums of bf16 attention outputs, are recomputed in the backward instead of kept,
     :mod:`~perceiver_io.core.recompute`); returns how many layers it set."""
     return _set_switch(model, (CrossAttentionLayer, SelfAttentionLayer), "recompute_activations", on)
 
@@ -376,7 +415,7 @@ class MLP(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., C]`` -> ``[..., C]``; in training the GELU's output is marked :func:`recomputable` (the second
         Linear would otherwise keep it beside the GELU's input)."""
-        hidden = self[0](x)
+        hidden = self[0](cast_for_readers(x, 1)[0])  # no reference kept: in inference the cast dies here
         activated = recomputable(self[1](hidden), gelu, hidden, self[1].approximate)
         return self[3](self[2](activated))
 
@@ -385,9 +424,11 @@ class CrossAttentionLayer(nn.Module):
     """``x = [q +] Attn(LN(q), LN(kv))``, then ``x = x + MLP(LN(x))``; output has the query's channels.
 
     ``recompute_activations`` (on by default; :func:`set_recompute_activations`): in training the LayerNorm and
-    GELU outputs, which the Linears after them would keep for the backward, are recomputed there instead
-    (:mod:`~perceiver_io.core.recompute`; bitwise the same gradients; one elementwise pass each in the backward,
-    about 1% of the paper-size image step: ``benchmarks/results/step_memory.md``).
+    GELU outputs, which the Linears after them would keep for the backward, are recomputed there instead, and so,
+    under autocast, are their bf16 casts (one per input, :func:`~perceiver_io.core.autocast.cast_for_readers`) and
+    the fp32 residual sums of bf16 attention outputs (:func:`residual_add`) (:mod:`~perceiver_io.core.recompute`;
+    bitwise the same gradients; one elementwise pass each in the backward: about 1% of the paper-size image step in
+    fp32 and 5% in bf16, ``benchmarks/results/step_memory.md``).
 
     ``qk_channels`` defaults to the kv channels (``shape_for_attn="kv"``) or to the query
     channels (``"q"``); ``v_channels`` defaults to ``qk_channels``.
@@ -454,7 +495,7 @@ class CrossAttentionLayer(nn.Module):
         the query residual (if on) and the MLP block: ``[B, Nq, Cq]``. Shared with the chunked input path.
         ``x_q`` is read only with the query residual on."""
         a = self.dropout(attended)
-        x = x_q + a if self.use_query_residual else a  # type: ignore[operator]
+        x = residual_add(x_q, a) if self.use_query_residual else a  # type: ignore[arg-type]
         h = self.mlp(recomputable(self.mlp_norm(x), layer_norm, x, self.mlp_norm))
         # Inference: add the residual into the MLP's fresh output, one [B, Nq, Cq] less; only where the sum keeps
         # h's dtype (under autocast a bf16 h plus an fp32 residual is fp32, as the out-of-place sum gives).
@@ -505,5 +546,5 @@ class SelfAttentionLayer(nn.Module):
         """``x [B, N, C]`` -> ``[B, N, C]``."""
         with recomputing_cheap_activations(self.recompute_activations):
             x_norm = recomputable(self.norm(x), layer_norm, x, self.norm)
-            x = x + self.dropout(self.attention(x_norm, x_norm, attention_mask))
+            x = residual_add(x, self.dropout(self.attention(x_norm, x_norm, attention_mask)))
             return x + self.mlp(recomputable(self.mlp_norm(x), layer_norm, x, self.mlp_norm))

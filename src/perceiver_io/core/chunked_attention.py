@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .attention import REDUCED_PRECISION, CrossAttentionLayer
+from .attention import REDUCED_PRECISION, CrossAttentionLayer, matrix_product
 from .validation import _autocast_dtype, check_positive
 
 
@@ -63,7 +63,7 @@ def _logits(q_scaled: torch.Tensor, k: torch.Tensor, logit_mask: torch.Tensor | 
             ) -> torch.Tensor:
     """Logits ``[B, H, N, Mc]`` of the already scaled queries (``q / sqrt(Dqk)``) in ``dtype``, -inf where
     ``logit_mask [B, Mc]`` is False."""
-    s = torch.matmul(q_scaled, k.transpose(-1, -2)).to(dtype)
+    s = matrix_product(q_scaled, k.transpose(-1, -2)).to(dtype)
     if logit_mask is not None:
         s = s.masked_fill(~logit_mask[:, None, None, :], float("-inf"))
     return s
@@ -113,7 +113,7 @@ class ChunkedInputAttention(torch.autograd.Function):
             safe_max = torch.where(torch.isinf(new_max), 0.0, new_max)
             p = torch.exp(s - safe_max[..., None])
             rescale = torch.exp(row_max - safe_max)
-            pv = torch.matmul(p.to(v.dtype), v).to(acc_dtype)
+            pv = matrix_product(p.to(v.dtype), v).to(acc_dtype)
             acc = pv if acc is None else acc * rescale[..., None] + pv
             row_sum = row_sum * rescale + p.sum(dim=-1)
             row_max = new_max
@@ -173,14 +173,14 @@ def _backward(
             k, v = _keys_and_values(x_chunk, chunk_mask, tuple(leaves), ctx.eps, ctx.num_heads)
         s = _logits(q_scaled, k.detach(), None if logit_mask is None else logit_mask[:, start:end], acc_dtype)
         p = torch.exp(s - logsumexp[..., None])  # masked keys: exp(-inf) = 0, no gradient
-        grad_v = torch.matmul(p.transpose(-1, -2), grad_out)  # [B, H, Mc, Dv]
-        grad_s = p * (torch.matmul(grad_out, v.detach().to(acc_dtype).transpose(-1, -2)) - delta[..., None])
+        grad_v = matrix_product(p.transpose(-1, -2), grad_out)  # [B, H, Mc, Dv]
+        grad_s = p * (matrix_product(grad_out, v.detach().to(acc_dtype).transpose(-1, -2)) - delta[..., None])
         if grad_q is not None:
-            grad_q += torch.matmul(grad_s, k.detach().to(acc_dtype))  # scaled once after the loop
+            grad_q += matrix_product(grad_s, k.detach().to(acc_dtype))  # scaled once after the loop
         sources = wanted + ([x_chunk] if need_x else [])
         if not sources:
             continue
-        grad_k = torch.matmul(grad_s.transpose(-1, -2), q_acc)  # [B, H, Mc, Dqk]
+        grad_k = matrix_product(grad_s.transpose(-1, -2), q_acc)  # [B, H, Mc, Dqk]
         grads = torch.autograd.grad((k, v), sources, (grad_k.to(k.dtype), grad_v.to(v.dtype)), allow_unused=True)
         for i, g in zip((i for i, leaf in enumerate(leaves) if leaf.requires_grad), grads):
             if g is not None and param_grads[i] is None:

@@ -7,6 +7,10 @@ save a tensor marked with :func:`recomputable` as the recipe that made it; its f
 the recipe again on the kept inputs (one elementwise pass) and shares the result with the other unpacks of the same
 tensor. The recipes are the forward's own functional ops on the same inputs, so the recomputed values are bitwise
 the kept ones and every gradient is unchanged.
+
+Under autocast the layers also mark the one bf16 cast of each LayerNorm output (:mod:`~perceiver_io.core.autocast`)
+and the residual sum ``x + a`` of an fp32 stream ``x`` and a bf16 attention output ``a`` (kept: ``a``, half the
+size); ``benchmarks/step_memory.py`` measures what they save on the paper-size image step.
 """
 
 from __future__ import annotations
