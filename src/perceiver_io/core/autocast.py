@@ -5,8 +5,8 @@ projections make three bf16 copies of the same LayerNorm output (three elementwi
 three for the weight gradients. :func:`cast_for_readers` casts once and hands each reader its own graph node over
 that one copy, whose backward converts its gradient back as autocast's cast would: forward values and every
 gradient are bitwise autocast's own (the fp32 gradients are summed in the same order), for one copy instead of
-three. In training the copy is also marked :func:`~perceiver_io.core.recompute.recomputable` (a cast of a
-LayerNorm output that the backward recomputes anyway), so no copy is kept at all where recomputation is on.
+three. In training the copy is also marked :func:`~perceiver_io.core.recompute.recomputable` (its recipe: the
+LayerNorm output's own recipe, then the cast), so where recomputation is on no copy is kept at all.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def autocast_target(x: torch.Tensor) -> torch.dtype | None:
 def cast_for_readers(x: torch.Tensor, readers: int) -> list[torch.Tensor]:
     """``x [...]`` as ``readers`` tensors for ``readers`` Linears: under autocast one cast to its dtype shared by
     all of them (see the module docstring); elsewhere ``x`` itself. Eager only: under ``torch.compile``, tracing
-    or export ``x`` is returned as it is and autocast casts per call (the compiler removes repeats itself)."""
+    or export ``x`` is returned as it is and autocast casts per call, as without this function."""
     dtype = autocast_target(x)
     if dtype is None or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return [x] * readers
