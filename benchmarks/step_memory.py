@@ -42,7 +42,8 @@ NOTES = {
     "ours+checkpointing": "`activation_checkpointing`: the latent stack recomputed in the backward",
     "ours+chunks": f"`input_chunk_size={CHUNK}`: the input cross-attention over chunks of {CHUNK} inputs",
     "ours+both": "both switches",
-    "ours+recompute": "`recompute_attention`: the plain attention path recomputes its probabilities in the backward",
+    "ours+recompute": "`recompute_attention`: the plain attention path recomputes its probabilities in the backward, "
+                      "the input cross-attention also its keys and values",
     "ours+recompute+chunks": f"`recompute_attention` and `input_chunk_size={CHUNK}`",
 }
 

@@ -9,6 +9,7 @@ import weakref
 import pytest
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
 
 from perceiver_io.core import (
     CrossAttentionLayer, EncoderConfig, PerceiverEncoder, SelfAttentionLayer, set_recompute_activations,
@@ -112,3 +113,40 @@ def test_a_recipe_that_does_not_reproduce_the_layout_is_an_error():
         loss = (y * 2).sum() + (y * y).sum()
     with pytest.raises(RuntimeError, match="recomputed activation: expected shape"):
         loss.backward()
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_recompute_attention_also_recomputes_narrow_keys_and_values_bitwise(autocast, monkeypatch):
+    from perceiver_io.core import MultiHeadAttention, set_recompute_probabilities
+
+    torch.manual_seed(0)
+    layer = CrossAttentionLayer(16, 5, num_heads=1, qk_channels=16)  # 5 input channels < 8 queries
+    layer.attention.absorb_projections = False
+    set_recompute_probabilities(layer)
+    g = torch.Generator().manual_seed(1)
+    x_q, x_kv = torch.randn(2, 8, 16, generator=g), torch.randn(2, 30, 5, generator=g)
+    kept: dict[str, StorageWeakRef] = {}  # the projections' storage (the attention keeps views of it)
+    for name in ("k", "v"):
+        getattr(layer.attention, name).register_forward_hook(
+            lambda m, i, o, name=name: kept.__setitem__(name, StorageWeakRef(o.untyped_storage())))
+
+    def step() -> tuple[list[torch.Tensor], dict[str, bool]]:
+        q, kv = x_q.clone().requires_grad_(), x_kv.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = layer(q, kv)
+        gc.collect()
+        alive = {name: not ref.expired() for name, ref in kept.items()}
+        out.float().pow(2).sum().backward()
+        grads = [out.detach(), q.grad, kv.grad, *(p.grad for p in layer.parameters())]
+        layer.zero_grad(set_to_none=True)
+        return grads, alive
+
+    rule = layer.attention.recomputes_keys_and_values
+    assert rule(x_kv, 8) and not rule(x_kv, 5)
+    recomputed, alive = step()
+    assert alive == {"k": False, "v": False}
+    monkeypatch.setattr(MultiHeadAttention, "recomputes_keys_and_values", lambda self, x_kv, n: False)
+    reference, alive = step()
+    assert alive == {"k": True, "v": True}
+    for a, b in zip(recomputed, reference):
+        assert torch.equal(a, b)

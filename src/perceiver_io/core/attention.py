@@ -15,7 +15,7 @@ from torch import nn
 from .autocast import cast_for_readers
 from .init import variance_scaling_
 from .recompute import recomputable, recomputing_cheap_activations
-from .validation import check_choice, check_divisible
+from .validation import _autocast_dtype, check_choice, check_divisible
 
 LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu_tanh", "gelu")
@@ -170,6 +170,13 @@ def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
     return F.gelu(x, approximate=approximate)
 
 
+def linear_as_run(x: torch.Tensor, linear: nn.Linear, autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """``linear(x)`` as the forward ran it: under autocast to ``autocast_dtype`` where that was on (what a
+    recomputation in the backward, outside autocast, runs)."""
+    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        return F.linear(x, linear.weight, linear.bias)
+
+
 def residual_add(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``x + a`` (both ``[..., C]``), marked :func:`recomputable` from ``x`` and ``a`` where ``a`` is narrower: under
     autocast a bf16 attention output added to the fp32 residual stream, whose sum the next LayerNorm would otherwise
@@ -226,7 +233,9 @@ class MultiHeadAttention(nn.Module):
     every layer of a model): where the plain path runs (:func:`use_fused_attention`: the CPU in bf16, or with unequal
     q/v head sizes) its backward recomputes the attention probabilities instead of keeping them
     (:class:`RecomputedProbabilities`): the same results, less memory, some more time. The fused kernels keep no
-    probabilities anyway.
+    probabilities anyway. In a layer over key inputs narrower than its query count (:meth:`recomputes_keys_and_values`:
+    the image, flow and multimodal input cross-attentions) it also recomputes k and v from the kept inputs instead of
+    keeping them: bitwise the same, one more pair of projections.
 
     ``absorb_projections`` (on by default): where it takes fewer operations (:meth:`absorbs`: an input
     cross-attention with few heads over inputs narrower than the heads, such as the image, flow and multimodal
@@ -291,10 +300,13 @@ class MultiHeadAttention(nn.Module):
         else:
             if x_q is not x_kv:
                 k_in, v_in = cast_for_readers(x_kv, 2)
-            k = self.split_heads(self.k(k_in), self.qk_channels)
-            del k_in
-            v = self.split_heads(self.v(v_in), self.v_channels)
-            del v_in
+            k, v = self.k(k_in), self.v(v_in)
+            if self.recomputes_keys_and_values(x_kv, nq):
+                autocast_dtype = _autocast_dtype(k_in.device.type)
+                recomputable(k, linear_as_run, k_in, self.k, autocast_dtype)
+                recomputable(v, linear_as_run, v_in, self.v, autocast_dtype)
+            del k_in, v_in
+            k, v = self.split_heads(k, self.qk_channels), self.split_heads(v, self.v_channels)
             scale = None
 
         sdpa_mask = keep_rows = None
@@ -316,6 +328,14 @@ class MultiHeadAttention(nn.Module):
             # where, not a product: 0 * NaN would keep a NaN of a wiped row.
             out = torch.where(keep_rows[:, :, None] if keep_rows.dim() == 2 else keep_rows, out, 0.0)
         return self.out(out)
+
+    def recomputes_keys_and_values(self, x_kv: torch.Tensor, num_queries: int) -> bool:
+        """Whether, with :attr:`recompute_probabilities` on, this layer's k and v are recomputed in the backward too
+        (marked :func:`recomputable`; within a layer's recomputation context): where the key inputs ``x_kv [B, Nk,
+        C]`` have fewer channels than there are queries, so that projecting them again costs less than the attention's
+        own products (an input cross-attention over many narrow inputs), and with k and v plain ``nn.Linear``."""
+        return (self.recompute_probabilities and x_kv.shape[-1] < num_queries and type(self.k) is nn.Linear
+                and type(self.v) is nn.Linear)
 
     def absorbs(self, q: torch.Tensor, x_kv: torch.Tensor) -> bool:
         """Whether attending from ``q [B, H, Nq, Dqk]`` (projected) to ``x_kv [B, Nk, C]`` folds the key and value
@@ -427,8 +447,8 @@ class CrossAttentionLayer(nn.Module):
     GELU outputs, which the Linears after them would keep for the backward, are recomputed there instead, and so,
     under autocast, are their bf16 casts (one per input, :func:`~perceiver_io.core.autocast.cast_for_readers`) and
     the fp32 residual sums of bf16 attention outputs (:func:`residual_add`) (:mod:`~perceiver_io.core.recompute`;
-    bitwise the same gradients; one elementwise pass each in the backward: about 1% of the paper-size image step in
-    fp32 and 5% in bf16, ``benchmarks/results/step_memory.md``).
+    bitwise the same gradients; one elementwise pass each in the backward: about 3% of the paper-size image step in
+    fp32 and 6% in bf16, ``benchmarks/results/step_memory.md``).
 
     ``qk_channels`` defaults to the kv channels (``shape_for_attn="kv"``) or to the query
     channels (``"q"``); ``v_channels`` defaults to ``qk_channels``.
