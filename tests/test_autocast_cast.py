@@ -12,18 +12,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from perceiver_io.core import CrossAttentionLayer, SelfAttentionLayer, attention, set_recompute_activations
+from perceiver_io.core import SelfAttentionLayer, attention, set_recompute_activations
 from perceiver_io.core.autocast import autocast_target, cast_for_readers
 
-
-def layers() -> dict[str, nn.Module]:
-    torch.manual_seed(0)
-    return {
-        "self": SelfAttentionLayer(16, num_heads=2),
-        "cross, one head": CrossAttentionLayer(16, 5, num_heads=1, qk_channels=16),
-        "cross, heads": CrossAttentionLayer(16, 12, num_heads=4, qk_channels=8),
-        "cross, no query residual": CrossAttentionLayer(16, 12, num_heads=2, use_query_residual=False),
-    }
+from conftest import assert_bitwise_equal, attention_layer_inputs, attention_layer_step, attention_layers
 
 
 def autocasts_own_casts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,34 +24,16 @@ def autocasts_own_casts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attention, "residual_add", lambda x, a: x + a)
 
 
-def run(layer: nn.Module, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor | None):
-    """Output and every gradient of one bf16-autocast training step."""
-    x_q, x_kv = x_q.clone().requires_grad_(), x_kv.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = layer(x_q, mask) if isinstance(layer, SelfAttentionLayer) else layer(x_q, x_kv, mask)
-    out.float().pow(2).sum().backward()
-    grads = [x_q.grad, x_kv.grad if not isinstance(layer, SelfAttentionLayer) else None]
-    grads += [p.grad for p in layer.parameters()]
-    layer.zero_grad(set_to_none=True)
-    return out.detach(), grads
-
-
-@pytest.mark.parametrize("name", list(layers()))
+@pytest.mark.parametrize("name", list(attention_layers()))
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("recompute", [False, True])
 def test_one_cast_per_input_gives_bitwise_autocasts_output_and_gradients(name, masked, recompute, monkeypatch):
-    layer = layers()[name]
+    layer = attention_layers()[name]
     set_recompute_activations(layer, recompute)
-    g = torch.Generator().manual_seed(1)
-    x_q = torch.randn(2, 6, 16, generator=g)
-    x_kv = torch.randn(2, 30, layer.kv_norm.normalized_shape[0] if hasattr(layer, "kv_norm") else 16, generator=g)
-    mask = (torch.rand(2, 30 if hasattr(layer, "kv_norm") else 6, generator=g) > 0.3) if masked else None
-    ours = run(layer, x_q, x_kv, mask)
+    inputs = attention_layer_inputs(layer, masked)
+    ours = attention_layer_step(layer, *inputs, autocast=True)
     autocasts_own_casts(monkeypatch)
-    reference = run(layer, x_q, x_kv, mask)
-    assert ours[0].dtype == reference[0].dtype and torch.equal(ours[0], reference[0])
-    for got, expected in zip(ours[1], reference[1]):
-        assert (got is None and expected is None) or torch.equal(got, expected)
+    assert_bitwise_equal(ours, attention_layer_step(layer, *inputs, autocast=True))
 
 
 class Recorder(TorchDispatchMode):

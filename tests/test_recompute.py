@@ -16,44 +16,20 @@ from perceiver_io.core import (
 )
 from perceiver_io.core.recompute import recomputable, recomputing_cheap_activations
 
-
-def layers() -> dict[str, nn.Module]:
-    torch.manual_seed(0)
-    return {
-        "self": SelfAttentionLayer(16, num_heads=2),
-        "cross, absorbed": CrossAttentionLayer(16, 5, num_heads=1, qk_channels=16),  # inputs narrower than the head
-        "cross, projected": CrossAttentionLayer(16, 12, num_heads=4, qk_channels=8),
-    }
+from conftest import assert_bitwise_equal, attention_layer_inputs, attention_layer_step, attention_layers
 
 
-def run(layer: nn.Module, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor | None, backward: int = 1):
-    """Output and every gradient of ``backward`` backward passes through one forward."""
-    x_q, x_kv = x_q.clone().requires_grad_(), x_kv.clone().requires_grad_()
-    out = layer(x_q, mask) if isinstance(layer, SelfAttentionLayer) else layer(x_q, x_kv, mask)
-    for i in range(backward):
-        out.pow(2).sum().backward(retain_graph=i + 1 < backward)
-    grads = [x_q.grad, x_kv.grad if not isinstance(layer, SelfAttentionLayer) else None]
-    grads += [p.grad for p in layer.parameters()]
-    layer.zero_grad(set_to_none=True)
-    return out.detach(), grads
-
-
-@pytest.mark.parametrize("name", list(layers()))
+@pytest.mark.parametrize("name", list(attention_layers()))
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("backward", [1, 2])  # 2: twice through a retained graph, every saved tensor unpacked again
 def test_recomputed_activations_give_bitwise_the_same_output_and_gradients(name, masked, backward):
-    layer = layers()[name]
-    g = torch.Generator().manual_seed(1)
-    x_q = torch.randn(2, 6, 16, generator=g)
-    x_kv = torch.randn(2, 30, layer.kv_norm.normalized_shape[0] if hasattr(layer, "kv_norm") else 16, generator=g)
-    mask = (torch.rand(2, 30 if hasattr(layer, "kv_norm") else 6, generator=g) > 0.3) if masked else None
+    layer = attention_layers()[name]
+    inputs = attention_layer_inputs(layer, masked)
     results = {}
     for on in (False, True):
         assert set_recompute_activations(layer, on) == 1
-        results[on] = run(layer, x_q, x_kv, mask, backward)
-    assert torch.equal(results[True][0], results[False][0])
-    for kept, recomputed in zip(results[False][1], results[True][1]):
-        assert (kept is None and recomputed is None) or torch.equal(kept, recomputed)
+        results[on] = attention_layer_step(layer, *inputs, backward=backward)
+    assert_bitwise_equal(results[True], results[False])
 
 
 def outputs_alive_after_forward(layer: nn.Module, x: torch.Tensor) -> dict[str, bool]:
@@ -123,30 +99,24 @@ def test_recompute_attention_also_recomputes_narrow_keys_and_values_bitwise(auto
     layer = CrossAttentionLayer(16, 5, num_heads=1, qk_channels=16)  # 5 input channels < 8 queries
     layer.attention.absorb_projections = False
     set_recompute_probabilities(layer)
-    g = torch.Generator().manual_seed(1)
-    x_q, x_kv = torch.randn(2, 8, 16, generator=g), torch.randn(2, 30, 5, generator=g)
+    x_q, x_kv, _ = attention_layer_inputs(layer, masked=False, num_queries=8)
     kept: dict[str, StorageWeakRef] = {}  # the projections' storage (the attention keeps views of it)
     for name in ("k", "v"):
         getattr(layer.attention, name).register_forward_hook(
             lambda m, i, o, name=name: kept.__setitem__(name, StorageWeakRef(o.untyped_storage())))
+    alive: dict[str, bool] = {}
 
-    def step() -> tuple[list[torch.Tensor], dict[str, bool]]:
-        q, kv = x_q.clone().requires_grad_(), x_kv.clone().requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            out = layer(q, kv)
-        gc.collect()
-        alive = {name: not ref.expired() for name, ref in kept.items()}
-        out.float().pow(2).sum().backward()
-        grads = [out.detach(), q.grad, kv.grad, *(p.grad for p in layer.parameters())]
-        layer.zero_grad(set_to_none=True)
-        return grads, alive
+    def step():
+        def record() -> None:
+            gc.collect()
+            alive.update({name: not ref.expired() for name, ref in kept.items()})
+        return attention_layer_step(layer, x_q, x_kv, autocast=autocast, after_forward=record)
 
     rule = layer.attention.recomputes_keys_and_values
     assert rule(x_kv, 8) and not rule(x_kv, 5)
-    recomputed, alive = step()
+    recomputed = step()
     assert alive == {"k": False, "v": False}
     monkeypatch.setattr(MultiHeadAttention, "recomputes_keys_and_values", lambda self, x_kv, n: False)
-    reference, alive = step()
+    reference = step()
     assert alive == {"k": True, "v": True}
-    for a, b in zip(recomputed, reference):
-        assert torch.equal(a, b)
+    assert_bitwise_equal(recomputed, reference)

@@ -64,8 +64,8 @@ def matrix_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     every batch dimension of both is 1 (one head of one sample: the image, flow and multimodal input
     cross-attentions at batch 1) it runs as one 2-D ``mm``: on the CPU a batched product of a single pair with a
     transposed operand (``k^T``, ``p^T``) runs far slower than ``mm`` of the same two matrices (the one-head rows
-    of ``benchmarks/single_pair_products.py``), while with two or more pairs it does not. The same products; where
-    the kernels block them differently, bf16 results differ in the last bit."""
+    of ``benchmarks/single_pair_products.py``). The same products; where the kernels block them differently the
+    results differ by rounding (that table's last column)."""
     if a.dim() == b.dim() > 2 and a.shape[:-2].numel() == 1 and b.shape[:-2].numel() == 1:
         # views (not a[0, 0]: indexing's backward would build zero-filled full-size gradients)
         product = torch.mm(a.reshape(a.shape[-2:]), b.reshape(b.shape[-2:]))
@@ -334,8 +334,12 @@ class MultiHeadAttention(nn.Module):
         (marked :func:`recomputable`; within a layer's recomputation context): where the key inputs ``x_kv [B, Nk,
         C]`` have fewer channels than there are queries, so that projecting them again costs less than the attention's
         own products (an input cross-attention over many narrow inputs), and with k and v plain ``nn.Linear``."""
-        return (self.recompute_probabilities and x_kv.shape[-1] < num_queries and type(self.k) is nn.Linear
-                and type(self.v) is nn.Linear)
+        return self.recompute_probabilities and x_kv.shape[-1] < num_queries and self.plain_key_value_linears()
+
+    def plain_key_value_linears(self) -> bool:
+        """Whether k and v are plain ``nn.Linear`` layers (not quantized, not replaced): what the absorbed path and
+        the recomputation of k and v rebuild by hand."""
+        return type(self.k) is nn.Linear and type(self.v) is nn.Linear
 
     def absorbs(self, q: torch.Tensor, x_kv: torch.Tensor) -> bool:
         """Whether attending from ``q [B, H, Nq, Dqk]`` (projected) to ``x_kv [B, Nk, C]`` folds the key and value
@@ -343,8 +347,8 @@ class MultiHeadAttention(nn.Module):
         multiply-adds, counted from the shapes, in full precision (reduced-precision runs keep the projected path's
         rounding, which their tolerances were measured with), and with k and v plain biased ``nn.Linear`` layers
         (not quantized, not replaced)."""
-        if not (self.absorb_projections and q.dtype not in REDUCED_PRECISION and type(self.k) is nn.Linear
-                and type(self.v) is nn.Linear and self.k.bias is not None and self.v.bias is not None):
+        if not (self.absorb_projections and q.dtype not in REDUCED_PRECISION and self.plain_key_value_linears()
+                and self.k.bias is not None and self.v.bias is not None):
             return False
         (num_queries, _), (num_keys, num_kv_channels) = q.shape[-2:], x_kv.shape[-2:]
         width, qk, v = num_kv_channels + 1, self.qk_channels, self.v_channels
