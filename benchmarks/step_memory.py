@@ -6,13 +6,14 @@ holding the same weights (``perceiver_io.convert.to_transformers``), in fp32 and
 it is and with its memory switches: ``activation_checkpointing`` (recompute the latent self-attention stack),
 ``input_chunk_size`` (the input cross-attention over chunks of input positions, flash-attention style, in
 forward and backward) and, in bf16, ``recompute_attention`` (the plain attention path's probabilities recomputed in
-the backward); ``ours-projected`` turns off the defaults ``absorb_projections`` and ``recompute_activations``
-(what the library did before them), ``ours-kept`` only the second. Memory: each row in a fresh worker process (:mod:`_measure`): the model built,
+the backward); ``ours-projected`` turns off the defaults ``absorb_projections``, ``recompute_activations`` and
+``fused_gradient_accumulation`` (what the library did before them), ``ours-kept`` only the second, ``-unfused``
+rows only the third. Memory: each row in a fresh worker process (:mod:`_measure`): the model built,
 one warm-up step at full size, gradients dropped, then one measured step: peak RSS above the RSS before it (weights
 excluded, gradients and activations included). Time: one worker per precision holds transformers and ours (its
 switches set before each step) and runs ``--rounds`` rounds of one step per row, the order rotated each round, after
 a warm-up step each; a row's time is its median, its ratio the median over rounds of its step / transformers' step
-of the same round. The loss is the sum of the logits, so every weight gets a gradient. About 9 minutes on 2 cores
+of the same round. The loss is the sum of the logits, so every weight gets a gradient. About 11 minutes on 2 cores
 (``--quick``: a shrunken model on 32 x 32 images, for the tests).
 """
 
@@ -25,10 +26,11 @@ from _measure import MIB, progress
 
 CHUNK = 2048
 ROWS: list[dict[str, Any]] = [dict(name=f"{impl}-{precision}", impl=impl, precision=precision) for impl, precision in [
-    ("transformers", "fp32"), ("ours", "fp32"), ("ours-kept", "fp32"), ("ours-projected", "fp32"),
-    ("ours+checkpointing", "fp32"), ("ours+chunks", "fp32"), ("ours+both", "fp32"),
-    ("transformers", "bf16"), ("ours", "bf16"), ("ours-kept", "bf16"), ("ours+recompute", "bf16"),
-    ("ours+recompute+chunks", "bf16"), ("ours+both", "bf16"),
+    ("transformers", "fp32"), ("ours", "fp32"), ("ours-unfused", "fp32"), ("ours-kept", "fp32"),
+    ("ours-projected", "fp32"), ("ours+checkpointing", "fp32"), ("ours+chunks", "fp32"), ("ours+both", "fp32"),
+    ("transformers", "bf16"), ("ours", "bf16"), ("ours-unfused", "bf16"), ("ours-kept", "bf16"),
+    ("ours+recompute", "bf16"), ("ours+recompute-unfused", "bf16"), ("ours+recompute+chunks", "bf16"),
+    ("ours+both", "bf16"),
 ]]
 TINY = dict(image_size=32, overrides=dict(
     encoder=dict(num_latents=32, num_latent_channels=64, num_blocks=2, num_self_attends_per_block=2,
@@ -38,12 +40,16 @@ TINY = dict(image_size=32, overrides=dict(
 NOTES = {
     "ours-kept": "`recompute_activations` off: LayerNorm and GELU outputs (in bf16 their casts and the residual sums) "
                  "kept for the backward",
-    "ours-projected": "`absorb_projections` and `recompute_activations` off (the defaults before 2026-12-03)",
+    "ours-unfused": "`fused_gradient_accumulation` off: the weight gradients of the 8 uses of each latent Linear "
+                    "summed after their products",
+    "ours-projected": "`absorb_projections`, `recompute_activations` and `fused_gradient_accumulation` off (the "
+                      "library before 2026-12-03)",
     "ours+checkpointing": "`activation_checkpointing`: the latent stack recomputed in the backward",
     "ours+chunks": f"`input_chunk_size={CHUNK}`: the input cross-attention over chunks of {CHUNK} inputs",
     "ours+both": "both switches",
     "ours+recompute": "`recompute_attention`: the plain attention path recomputes its probabilities in the backward, "
                       "the input cross-attention also its keys and values",
+    "ours+recompute-unfused": "`recompute_attention`, `fused_gradient_accumulation` off",
     "ours+recompute+chunks": f"`recompute_attention` and `input_chunk_size={CHUNK}`",
 }
 
@@ -56,6 +62,7 @@ def configure(ours: Any, impl: str) -> None:
     ours.encoder.input_chunk_size = CHUNK if "chunks" in impl or impl == "ours+both" else None
     set_recompute_probabilities(ours, "recompute" in impl)
     set_recompute_activations(ours, impl not in ("ours-kept", "ours-projected"))
+    ours.encoder.fused_gradient_accumulation = not impl.endswith(("-unfused", "-projected"))
     for layer in ours.modules():
         if isinstance(layer, MultiHeadAttention):
             layer.absorb_projections = impl != "ours-projected"

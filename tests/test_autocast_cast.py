@@ -101,6 +101,7 @@ def test_checkpointed_encoder_under_autocast_gives_the_same_gradients():
     torch.manual_seed(0)
     encoder = PerceiverEncoder(EncoderConfig(num_input_channels=5, num_latents=4, num_latent_channels=16,
                                              num_blocks=2, num_self_attends_per_block=2, num_self_attend_heads=2))
+    encoder.fused_gradient_accumulation = False  # off under checkpointing anyway; in bf16 its sums round differently
     x = torch.randn(2, 9, 5)
     grads = {}
     for checkpointing in (False, True):  # checkpointing's own saved-tensor hooks: no recipes, casts replayed

@@ -15,6 +15,7 @@ from torch import nn
 from .autocast import cast_for_readers
 from .init import variance_scaling_
 from .recompute import recomputable, recomputing_cheap_activations
+from .shared_linears import apply_linear
 from .validation import _autocast_dtype, check_choice, check_divisible
 
 LAYER_NORM_EPS = 1e-5
@@ -292,7 +293,7 @@ class MultiHeadAttention(nn.Module):
             q_in, k_in, v_in = cast_for_readers(x_q, 3)
         else:
             (q_in,) = cast_for_readers(x_q, 1)
-        q = self.split_heads(self.q(q_in), self.qk_channels)
+        q = self.split_heads(apply_linear(self.q, q_in), self.qk_channels)
         del q_in
         absorbed = self.absorbs(q, x_kv)
         if absorbed:
@@ -300,7 +301,7 @@ class MultiHeadAttention(nn.Module):
         else:
             if x_q is not x_kv:
                 k_in, v_in = cast_for_readers(x_kv, 2)
-            k, v = self.k(k_in), self.v(v_in)
+            k, v = apply_linear(self.k, k_in), apply_linear(self.v, v_in)
             if self.recomputes_keys_and_values(x_kv, nq):
                 autocast_dtype = _autocast_dtype(k_in.device.type)
                 recomputable(k, linear_as_run, k_in, self.k, autocast_dtype)
@@ -327,7 +328,7 @@ class MultiHeadAttention(nn.Module):
         if keep_rows is not None:
             # where, not a product: 0 * NaN would keep a NaN of a wiped row.
             out = torch.where(keep_rows[:, :, None] if keep_rows.dim() == 2 else keep_rows, out, 0.0)
-        return self.out(out)
+        return apply_linear(self.out, out)
 
     def recomputes_keys_and_values(self, x_kv: torch.Tensor, num_queries: int) -> bool:
         """Whether, with :attr:`recompute_probabilities` on, this layer's k and v are recomputed in the backward too
@@ -439,9 +440,9 @@ class MLP(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., C]`` -> ``[..., C]``; in training the GELU's output is marked :func:`recomputable` (the second
         Linear would otherwise keep it beside the GELU's input)."""
-        hidden = self[0](cast_for_readers(x, 1)[0])  # no reference kept: in inference the cast dies here
+        hidden = apply_linear(self[0], cast_for_readers(x, 1)[0])  # no reference kept: in inference the cast dies here
         activated = recomputable(self[1](hidden), gelu, hidden, self[1].approximate)
-        return self[3](self[2](activated))
+        return self[3](apply_linear(self[2], activated))
 
 
 class CrossAttentionLayer(nn.Module):

@@ -11,6 +11,7 @@ from .attention import ACTIVATIONS, CrossAttentionLayer, SelfAttentionLayer
 from .chunked_attention import check_chunk_size, chunked_cross_attend
 from .config import Config
 from .init import trunc_normal_
+from .shared_linears import summing_weight_gradients
 from .validation import (
     check_choice, check_mask, check_model_input, check_not_empty, check_positive, check_probability, check_tensor,
 )
@@ -83,7 +84,14 @@ class PerceiverEncoder(nn.Module):
       (``benchmarks/results/step_memory.md``). Same results up to rounding;
       costs about one more pass over the inputs in the backward. Not with attention dropout in training
       (``ValueError``).
+
+    One speed switch, on by default: ``fused_gradient_accumulation``. With ``num_blocks > 1`` each latent Linear's
+    weight is used once per block, and its gradient is the sum of one product per use; with the switch on (and
+    without ``gradient_checkpointing``) each use adds its product into the later uses' sum inside the GEMM
+    instead of in a separate pass (:mod:`~perceiver_io.core.shared_linears`; the same gradients up to rounding).
     """
+
+    fused_gradient_accumulation: bool = True
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
@@ -173,15 +181,22 @@ class PerceiverEncoder(nn.Module):
         c = self.config
         inputs, input_mask = self.check_inputs(inputs, input_mask)
         z = self.latents.expand(inputs.shape[0], -1, -1)
-        for block in range(c.num_blocks):
-            cross_attend = self._cross_attend_for_block(block)
-            if cross_attend is not None and self.input_chunk_size is not None:
-                z = chunked_cross_attend(cross_attend, z, inputs, input_mask, self.input_chunk_size)
-            elif cross_attend is not None:
-                z = cross_attend(z, inputs, input_mask)
-            for layer in self.self_attends:
-                if self.gradient_checkpointing and self.training:
-                    z = torch.utils.checkpoint.checkpoint(layer, z, use_reentrant=False)
-                else:
-                    z = layer(z)
+        checkpointing = self.gradient_checkpointing and self.training
+        # Under checkpointing the backward reruns each layer alone, outside the chains: they would not match.
+        with summing_weight_gradients(self.shared_linears(), self.fused_gradient_accumulation and not checkpointing):
+            for block in range(c.num_blocks):
+                cross_attend = self._cross_attend_for_block(block)
+                if cross_attend is not None and self.input_chunk_size is not None:
+                    z = chunked_cross_attend(cross_attend, z, inputs, input_mask, self.input_chunk_size)
+                elif cross_attend is not None:
+                    z = cross_attend(z, inputs, input_mask)
+                for layer in self.self_attends:
+                    z = torch.utils.checkpoint.checkpoint(layer, z, use_reentrant=False) if checkpointing else layer(z)
         return z
+
+    def shared_linears(self) -> list[nn.Linear]:
+        """The Linears that one forward uses more than once: the self-attention layers' when ``num_blocks > 1``
+        (the weights are shared across blocks); what :attr:`fused_gradient_accumulation` applies to."""
+        if self.config.num_blocks < 2:
+            return []
+        return [m for m in self.self_attends.modules() if isinstance(m, nn.Linear)]
