@@ -14,9 +14,14 @@ from perceiver_io.core.shared_linears import apply_linear, summing_weight_gradie
 from conftest import small_image_classifier_config
 
 
-def classifier(num_blocks: int = 3) -> PerceiverIO:
+def classifier(num_blocks: int = 3, **encoder) -> PerceiverIO:
     torch.manual_seed(0)
-    return PerceiverIO.from_config(small_image_classifier_config(num_blocks=num_blocks)).train()
+    return PerceiverIO.from_config(small_image_classifier_config(num_blocks=num_blocks, **encoder)).train()
+
+
+# The latent stack shared across blocks; the original Perceiver's form, which also shares one cross-attention
+# across the blocks after the first (6 Linears each: q, k, v, out and the MLP's two).
+ENCODERS = {"blocks": ({}, 2 * 6), "iterative": (dict(cross_attend_every_block=True), 3 * 6)}
 
 
 def chained(model: PerceiverIO) -> set[str]:
@@ -39,13 +44,15 @@ def training_step(model: PerceiverIO, fused: bool, autocast: bool = False, backw
     return logits.detach(), {"input": x.grad, **{n: p.grad.clone() for n, p in model.named_parameters()}}
 
 
+@pytest.mark.parametrize("encoder", list(ENCODERS))
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
-def test_same_outputs_and_input_gradients_and_weight_gradients_up_to_rounding(autocast):
-    model = classifier()
+def test_same_outputs_and_input_gradients_and_weight_gradients_up_to_rounding(autocast, encoder):
+    overrides, num_shared = ENCODERS[encoder]
+    model = classifier(**overrides)
     logits, grads = training_step(model, fused=True, autocast=autocast)
     ref_logits, ref_grads = training_step(model, fused=False, autocast=autocast)
     names = chained(model)
-    assert len(names) == 2 * 6  # two self-attention layers of q, k, v, out and the MLP's two Linears
+    assert len(names) == num_shared
     assert torch.equal(logits, ref_logits)
     for name, grad in grads.items():
         if name in names:  # the only sums that change: within rounding of the per-use products' sum
@@ -154,3 +161,17 @@ def test_summing_inside_the_product_rounds_once_per_use():
     chained_error = (linear.weight.grad.double() - exact).norm()
     plain_error = (plain.double() - exact).norm()
     assert chained_error < plain_error
+
+
+def test_gradients_of_gradients_raise_in_a_chain_and_work_outside_one():
+    linear, x = nn.Linear(4, 4), torch.randn(5, 4, requires_grad=True)
+    for chained in (True, False):
+        with summing_weight_gradients([linear], enabled=chained):
+            out = apply_linear(linear, apply_linear(linear, x).tanh())
+        (grad,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        if chained:
+            with pytest.raises(RuntimeError, match="differentiate twice"):
+                grad.sum().backward()
+        else:
+            grad.sum().backward()
+            assert linear.weight.grad is not None

@@ -88,7 +88,8 @@ class PerceiverEncoder(nn.Module):
     One speed switch, on by default: ``fused_gradient_accumulation``. With ``num_blocks > 1`` each latent Linear's
     weight is used once per block, and its gradient is the sum of one product per use; with the switch on (and
     without ``gradient_checkpointing``) each use adds its product into the later uses' sum inside the GEMM
-    instead of in a separate pass (:mod:`~perceiver_io.core.shared_linears`; the same gradients up to rounding).
+    instead of in a separate pass (:mod:`~perceiver_io.core.shared_linears`; the same gradients up to rounding; no
+    gradients of gradients: turn it off for ``create_graph=True``).
     """
 
     fused_gradient_accumulation: bool = True
@@ -195,8 +196,15 @@ class PerceiverEncoder(nn.Module):
         return z
 
     def shared_linears(self) -> list[nn.Linear]:
-        """The Linears that one forward uses more than once: the self-attention layers' when ``num_blocks > 1``
-        (the weights are shared across blocks); what :attr:`fused_gradient_accumulation` applies to."""
-        if self.config.num_blocks < 2:
-            return []
-        return [m for m in self.self_attends.modules() if isinstance(m, nn.Linear)]
+        """The Linears that one forward uses more than once, what :attr:`fused_gradient_accumulation` applies to:
+        with ``num_blocks > 1`` the self-attention layers' (shared across blocks) and those of a cross-attention
+        that more than one block runs (``cross_attend_every_block`` with shared weights)."""
+        uses: dict[int, int] = {}
+        for block in range(self.config.num_blocks):
+            layer = self._cross_attend_for_block(block)
+            if layer is not None:
+                uses[id(layer)] = uses.get(id(layer), 0) + 1
+        shared = [layer for layer in self.cross_attends if uses.get(id(layer), 0) > 1]
+        if self.config.num_blocks > 1:
+            shared.append(self.self_attends)
+        return [m for layer in shared for m in layer.modules() if isinstance(m, nn.Linear)]

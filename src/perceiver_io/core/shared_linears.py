@@ -14,6 +14,10 @@ gradients are summed in the same order but rounded once per use instead of twice
 they differ by rounding (in bf16 they are closer to the exact sum). Under autocast the weight and the bias are cast
 once per forward, as autocast's own cast cache does, and each use reads those casts.
 
+Gradients of gradients are not supported (differentiating a gradient taken with ``create_graph=True`` through a
+chained use raises); turn the switch that enters the context off for them
+(``PerceiverEncoder.fused_gradient_accumulation``).
+
 Eager training only: without gradients, under ``torch.compile``, tracing or export, for a Linear that is not a plain
 ``nn.Linear`` (quantized, replaced) or whose weight needs no gradient, and for an input that autocast would not cast
 to its dtype, :func:`apply_linear` calls the Linear as it is.
@@ -53,8 +57,8 @@ class _LinearPassingWeight(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         if grad_out is None:  # this use's output did not reach the loss
             return None, grad_weight_later, None
-        # Linear's own backward ops: the input's gradient g W, the weight's g^T x over the flattened rows, the bias's
-        # the row sum.
+        # Linear's own backward ops over the flattened rows: g W for the input, g^T x for the weight, the sum of the
+        # rows of g for the bias.
         g = grad_out.reshape(-1, grad_out.shape[-1])
         rows = x.reshape(-1, x.shape[-1])
         grad_x = g.mm(weight).view(x.shape) if ctx.needs_input_grad[0] else None
@@ -97,8 +101,9 @@ class _Chains:
             return None  # let the Linear raise its own error
         chain = self.chains.get(id(linear))
         if chain is None:
-            cast = (lambda t: t) if dtype is None else (lambda t: t.to(dtype))
-            chain = self.chains[id(linear)] = _Chain(cast(weight), None if bias is None else cast(bias))
+            if dtype is not None:
+                weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+            chain = self.chains[id(linear)] = _Chain(weight, bias)
         elif chain.weight.dtype != x.dtype:
             return None  # autocast switched within the context: this use casts its own weight
         out, chain.weight = _LinearPassingWeight.apply(x, chain.weight, chain.bias)
