@@ -15,6 +15,11 @@ switches set before each step) and runs ``--rounds`` rounds of one step per row,
 a warm-up step each; a row's time is its median, its ratio the median over rounds of its step / transformers' step
 of the same round. The loss is the sum of the logits, so every weight gets a gradient. About 11 minutes on 2 cores
 (``--quick``: a shrunken model on 32 x 32 images, for the tests).
+
+``--task flow``: the same for ``optical_flow`` at its training size (368 x 496 frame pairs: M = 182,528 inputs of 322
+channels, 2048 x 512 latents, 24 self-attends, and 182,528 output queries, one per pixel) against transformers'
+``PerceiverForOpticalFlow``; ours also with ``input_chunk_size`` and ``output_chunk_size`` (the decoder over chunks
+of queries, each chunk checkpointed); the loss is the sum of the flow. Fewer rows and 3 rounds by default.
 """
 
 import statistics
@@ -32,6 +37,15 @@ ROWS: list[dict[str, Any]] = [dict(name=f"{impl}-{precision}", impl=impl, precis
     ("ours+recompute", "bf16"), ("ours+recompute-unfused", "bf16"), ("ours+recompute+chunks", "bf16"),
     ("ours+both", "bf16"),
 ]]
+FLOW_ROWS: list[dict[str, Any]] = [dict(name=f"{impl}-{precision}", impl=impl, precision=precision)
+                                    for impl, precision in [
+    ("transformers", "fp32"), ("ours", "fp32"), ("ours+chunks", "fp32"),
+    ("transformers", "bf16"), ("ours", "bf16"), ("ours+recompute", "bf16"), ("ours+recompute+chunks", "bf16"),
+]]
+OUTPUT_CHUNK = 16384
+FLOW_SIZE, FLOW_TINY = (368, 496), dict(size=(12, 16), overrides=dict(
+    train_size=(12, 16), encoder=dict(num_latents=16, num_latent_channels=64, num_self_attends_per_block=2,
+                                      num_self_attend_heads=2)))
 TINY = dict(image_size=32, overrides=dict(
     encoder=dict(num_latents=32, num_latent_channels=64, num_blocks=2, num_self_attends_per_block=2,
                  num_self_attend_heads=2),
@@ -51,6 +65,13 @@ NOTES = {
                       "the input cross-attention also its keys and values",
     "ours+recompute-unfused": "`recompute_attention`, `fused_gradient_accumulation` off",
     "ours+recompute+chunks": f"`recompute_attention` and `input_chunk_size={CHUNK}`",
+}
+FLOW_NOTES = {
+    **NOTES,
+    "ours+chunks": f"`input_chunk_size={CHUNK}` and `output_chunk_size={OUTPUT_CHUNK}` (each decoder chunk "
+                   "checkpointed)",
+    "ours+recompute+chunks": f"`recompute_attention`, `input_chunk_size={CHUNK}` and "
+                             f"`output_chunk_size={OUTPUT_CHUNK}`",
 }
 
 
@@ -76,14 +97,32 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from perceiver_io.convert import to_transformers
 
     torch.manual_seed(m.SEED)
-    tiny = spec["tiny"]
-    size = TINY["image_size"] if tiny else 224
-    ours = create_model("imagenet_fourier", **(TINY["overrides"] if tiny else {})).train()
+    tiny, flow = spec["tiny"], spec.get("task") == "flow"
+    if flow:
+        from perceiver_io.adapters.flow import frame_patches
+
+        h, w = FLOW_TINY["size"] if tiny else FLOW_SIZE
+        ours = create_model("optical_flow", **(FLOW_TINY["overrides"] if tiny else {})).train()
+        # zero at initialisation (official): the flow, the loss and every gradient before it would be 0
+        torch.nn.init.normal_(ours.decoder.output.weight, std=0.02)
+        x = torch.rand(1, 2, 3, h, w, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        theirs_input = frame_patches(x)
+        ours_flow_scale = ours.output_adapter.config.flow_scale_factor
+    else:
+        size = TINY["image_size"] if tiny else 224
+        ours = create_model("imagenet_fourier", **(TINY["overrides"] if tiny else {})).train()
+        x = theirs_input = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     impls = [row["impl"] for row in spec["rows"]] if "rows" in spec else [spec["impl"]]
     hf = to_transformers(ours).train() if "transformers" in impls else None
     if impls == ["transformers"]:
         del ours
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+    def forward(impl: str) -> torch.Tensor:
+        if impl == "transformers":  # transformers' flow head leaves out the official x20 that ours applies
+            return hf(inputs=theirs_input).logits * (ours_flow_scale if flow else 1.0)
+        if flow and "chunks" in impl:
+            return ours(x, output_chunk_size=(FLOW_TINY["size"][0] if tiny else OUTPUT_CHUNK))
+        return ours(x)
 
     def step(impl: str) -> dict[str, Any]:
         model = hf if impl == "transformers" else ours
@@ -91,7 +130,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             configure(ours, impl)
         with m.watch() as timing:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["precision"] == "bf16"):
-                loss = (model(inputs=x).logits if impl == "transformers" else model(x)).float().sum()
+                loss = forward(impl).float().sum()
             loss.backward()
         model.zero_grad(set_to_none=True)
         return {**timing, "loss": float(loss)}  # the loss: every row computes the same function of the same weights
@@ -113,6 +152,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(raw: dict[str, Any]) -> str:
+    flow = raw.get("task") == "flow"
+    rows, notes = (FLOW_ROWS, FLOW_NOTES) if flow else (ROWS, NOTES)
     res = {r["name"]: r for r in raw["rows"]}
     timing = {precision: m.ok(outcome) for precision, outcome in raw.get("timing", {}).items()}
 
@@ -130,7 +171,7 @@ def render(raw: dict[str, Any]) -> str:
                 f"{med(t[row['impl']] / t['transformers'] for t in rounds):.2f}"]
 
     table = []
-    for row in ROWS:
+    for row in rows:
         r, peer = result(row["name"]), result(f"transformers-{row['precision']}")
         if row["name"] not in res:
             continue
@@ -141,13 +182,15 @@ def render(raw: dict[str, Any]) -> str:
         time_cells = seconds(row, r, peer)
         table.append([row["impl"], row["precision"], f"{mib:,.0f}", time_cells[0],
                       f"{mib / (peer['extra_bytes'] / MIB):.2f}" if peer else "n/a", time_cells[1],
-                      NOTES.get(row["impl"], "")])
+                      notes.get(row["impl"], "")])
     env = raw["env"]
-    lines = [f"# Training-step memory: `imagenet_fourier` at {raw['image_size']} x {raw['image_size']}, batch 1"
-             + (" (--quick: a shrunken model)" if raw["tiny"] else ""), "",
+    title = (f"`optical_flow` at {raw['frame_size'][0]} x {raw['frame_size'][1]} frame pairs" if flow else
+             f"`imagenet_fourier` at {raw['image_size']} x {raw['image_size']}")
+    lines = [f"# Training-step memory: {title}, batch 1" + (" (--quick: a shrunken model)" if raw["tiny"] else ""),
+             "",
              *m.env_lines(env, raw["options"], "row time limit"),
              "- memory: per row a fresh worker process; one warm-up step, gradients dropped, one measured step "
-             "(forward + backward of the sum of the logits); peak MiB = peak RSS above the RSS before the step "
+             f"(forward + backward of the sum of the {'flow' if flow else 'logits'}); peak MiB = peak RSS above the RSS before the step "
              "(weights excluded; gradients and activations included)",
              ("- seconds: " + "; ".join(f"{p} the median of {len(t['rounds'])} alternating rounds" for p, t in
                                        timing.items() if t) + " (one process per precision, every row's step once "
@@ -161,14 +204,19 @@ def render(raw: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = m.arg_parser(__doc__, row_timeout=600, quick="a shrunken model on 32 x 32 images (for the tests)",
+    parser = m.arg_parser(__doc__, row_timeout=600, quick="a shrunken model on small inputs (for the tests)",
                           rows="comma-separated row names (default: all): " + ", ".join(r["name"] for r in ROWS))
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds per precision (default 5)")
+    parser.add_argument("--task", choices=("image", "flow"), default="image",
+                        help="image: imagenet_fourier at 224 x 224 (default); flow: optical_flow at 368 x 496")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating timing rounds per precision (default 5; 3 with --task flow)")
     if not (args := m.parse(parser, argv, render, measure)):
         return
-    env, results, rows = m.environment(args.threads), [], m.select_rows(ROWS, args.rows)
+    flow = args.task == "flow"
+    args.rounds = args.rounds or (3 if flow else 5)
+    env, results, rows = m.environment(args.threads), [], m.select_rows(FLOW_ROWS if flow else ROWS, args.rows)
     for row in rows:
-        outcome = m.run_worker(__file__, {**row, "tiny": args.quick}, args.o, args.row_timeout_s)
+        outcome = m.run_worker(__file__, {**row, "tiny": args.quick, "task": args.task}, args.o, args.row_timeout_s)
         results.append({"name": row["name"], **outcome})
         r = m.ok(outcome)
         progress(f"{row['name']}: "
@@ -176,13 +224,17 @@ def main(argv: list[str] | None = None) -> None:
     timing = {}
     for precision in sorted({row["precision"] for row in rows}):
         spec = {"rows": [r for r in rows if r["precision"] == precision], "precision": precision, "tiny": args.quick,
-                "rounds": args.rounds}
+                "rounds": args.rounds, "task": args.task}
         timing[precision] = m.run_worker(__file__, spec, args.o, args.row_timeout_s * (1 + args.rounds),
                                          fixed_malloc=False)
         progress(f"timing {precision}: " + ("done" if m.ok(timing[precision]) else m.na(timing[precision], True)))
-    raw = {"env": env, "options": args.o, "tiny": args.quick, "image_size": TINY["image_size"] if args.quick else 224,
-           "rows": results, "timing": timing}
-    m.finish(args.out, "step_memory-quick" if args.quick else "step_memory", raw, render)
+    raw = {"env": env, "options": args.o, "tiny": args.quick, "rows": results, "timing": timing}
+    if flow:
+        raw.update(task="flow", frame_size=FLOW_TINY["size"] if args.quick else FLOW_SIZE)
+    else:
+        raw["image_size"] = TINY["image_size"] if args.quick else 224
+    stem = "step_memory" + ("-flow" if flow else "")
+    m.finish(args.out, stem + ("-quick" if args.quick else ""), raw, render)
 
 
 if __name__ == "__main__":

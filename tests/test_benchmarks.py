@@ -76,8 +76,9 @@ def test_help(name: str) -> None:
 
 
 @pytest.mark.parametrize("stem", ["attention_cpu", "decode_memory", "fused_projections", "gemm_bound", "mlm_recipe",
-                                  "multimodal_tradeoff", "scaling", "single_pair_products", "step_memory", "unit_sets",
-                                  "vs_transformers", "vs_transformers-bf16", "vs_transformers-bf16-recompute"])
+                                  "multimodal_tradeoff", "scaling", "single_pair_products", "step_memory",
+                                  "step_memory-flow", "unit_sets", "vs_transformers", "vs_transformers-bf16",
+                                  "vs_transformers-bf16-recompute"])
 def test_report_of_committed_results_keeps_their_tables(stem: str, tmp_path: Path) -> None:
     """Re-rendering a committed .json gives the committed .md's tables, cell for cell (README quotes them)."""
     done = run_script(stem.split("-")[0], "--from-json", str(BENCHMARKS / "results" / f"{stem}.json"), "--out", str(tmp_path))
@@ -189,6 +190,20 @@ def test_step_memory_quick_rows_compute_the_same_loss_and_keep_their_table(tmp_p
     md = (tmp_path / "step_memory-quick.md").read_text()
     assert [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:] == \
         ["transformers", "ours", "ours+both"]
+
+
+def test_step_memory_flow_quick_rows_compute_the_same_loss(tmp_path: Path) -> None:
+    """benchmarks/step_memory.py --task flow --quick: transformers' flow head (times the official x20 it leaves out)
+    and ours with the input and output chunks give the same loss, so the rows time the same function."""
+    rows = "transformers-fp32,ours-fp32,ours+chunks-fp32"
+    done = run_script("step_memory", "--task", "flow", "--quick", "--rows", rows, "--threads", "1", "--rounds", "1",
+                      "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    raw = json.loads((tmp_path / "step_memory-flow-quick.json").read_text())
+    assert [r["name"] for r in raw["rows"]] == rows.split(",") and all(r["status"] == "ok" for r in raw["rows"])
+    losses = [r["result"]["loss"] for r in raw["rows"]]
+    assert abs(losses[0]) > 0.01 and max(losses) - min(losses) <= 1e-4 * abs(losses[0]), losses
+    assert "`optical_flow` at 12 x 16 frame pairs" in (tmp_path / "step_memory-flow-quick.md").read_text()
 
 
 def test_single_pair_products_times_both_paths_on_the_same_results() -> None:
