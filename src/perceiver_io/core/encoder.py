@@ -184,7 +184,8 @@ class PerceiverEncoder(nn.Module):
         z = self.latents.expand(inputs.shape[0], -1, -1)
         checkpointing = self.gradient_checkpointing and self.training
         # Under checkpointing the backward reruns each layer alone, outside the chains: they would not match.
-        with summing_weight_gradients(self.shared_linears(), self.fused_gradient_accumulation and not checkpointing):
+        fuse = self.fused_gradient_accumulation and not checkpointing and torch.is_grad_enabled()
+        with summing_weight_gradients(self.shared_linears() if fuse else (), fuse):
             for block in range(c.num_blocks):
                 cross_attend = self._cross_attend_for_block(block)
                 if cross_attend is not None and self.input_chunk_size is not None:
