@@ -120,7 +120,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     def forward(impl: str) -> torch.Tensor:
         if impl == "transformers":  # transformers' flow head leaves out the official x20 that ours applies
-            return hf(inputs=theirs_input).logits * (ours_flow_scale if flow else 1.0)
+            logits = hf(inputs=theirs_input).logits
+            return logits * ours_flow_scale if flow else logits
         if flow and "chunks" in impl:
             return ours(x, output_chunk_size=(FLOW_TINY["size"][0] if tiny else OUTPUT_CHUNK))
         return ours(x)

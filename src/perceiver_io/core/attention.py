@@ -16,7 +16,7 @@ from .autocast import cast_for_readers
 from .init import variance_scaling_
 from .recompute import recomputable, recomputing_cheap_activations
 from .shared_linears import apply_linear
-from .validation import _autocast_dtype, check_choice, check_divisible
+from .validation import _autocast_dtype, capturing_graph, check_choice, check_divisible
 
 LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu_tanh", "gelu")
@@ -203,8 +203,7 @@ def zero_unattended_keys(x_kv: torch.Tensor, attention_mask: torch.Tensor) -> to
 def overwrites_allowed() -> bool:
     """Whether a layer may overwrite its own fresh intermediate tensors in place: in eager inference only (no
     autograd graph being recorded, not traced, compiled or exported, which want functional graphs)."""
-    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-                or torch.compiler.is_exporting())
+    return not (torch.is_grad_enabled() or capturing_graph())
 
 
 class GELU(nn.GELU):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .recompute import recomputable
-from .validation import _autocast_dtype
+from .validation import _autocast_dtype, capturing_graph
 
 
 class _CastRead(torch.autograd.Function):
@@ -50,7 +50,7 @@ def cast_for_readers(x: torch.Tensor, readers: int) -> list[torch.Tensor]:
     all of them (see the module docstring); elsewhere ``x`` itself. Eager only: under ``torch.compile``, tracing
     or export ``x`` is returned as it is and autocast casts per call, as without this function."""
     dtype = autocast_target(x)
-    if dtype is None or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    if dtype is None or capturing_graph():
         return [x] * readers
     if readers == 1 or not (torch.is_grad_enabled() and x.requires_grad):
         cast = x.to(dtype)  # one reader: autocast's own cast, made here so that it can be marked

@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .validation import capturing_graph
+
 _active = threading.local()  # the registries of the contexts entered on this thread, innermost last
 
 
@@ -105,8 +107,7 @@ def recomputing_cheap_activations(enabled: bool = True) -> Iterator[None]:
     """Inside, tensors marked with :func:`recomputable` are saved for the backward as their recipes. A no-op
     (marks ignored) when not ``enabled``, without gradients, under ``torch.compile``, tracing or export (inductor
     chooses what to recompute itself) and inside other saved-tensor hooks (activation checkpointing)."""
-    if not enabled or not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling() \
-            or torch.compiler.is_exporting() or _other_hooks_active():
+    if not enabled or not torch.is_grad_enabled() or capturing_graph() or _other_hooks_active():
         yield
         return
     registry = _Registry()

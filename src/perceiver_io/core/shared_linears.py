@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .validation import _autocast_dtype
+from .validation import _autocast_dtype, capturing_graph
 
 _active = threading.local()  # the chains of the contexts entered on this thread, innermost last
 
@@ -110,15 +110,10 @@ class _Chains:
         return out
 
 
-def _not_eager() -> bool:
-    """Whether this runs under ``torch.compile``, tracing or export (which keep autograd's own sums)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.compiler.is_exporting()
-
-
 def apply_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``linear(x)``; for a Linear listed in the innermost active :func:`summing_weight_gradients`, run so that its
     weight gradients are summed inside the products (the module docstring)."""
-    if _not_eager():  # first: the compiler never reads the thread-local state below
+    if capturing_graph():  # first: the compiler never reads the thread-local state below
         return linear(x)
     stack = getattr(_active, "chains", None)
     if not stack or id(linear) not in stack[-1].listed or type(linear) is not nn.Linear \
@@ -133,7 +128,7 @@ def summing_weight_gradients(linears: Iterable[nn.Module], enabled: bool = True)
     """Inside, every use of a Linear in ``linears`` through :func:`apply_linear` joins that Linear's chain (the
     module docstring); a no-op when not ``enabled``, without gradients and under ``torch.compile``, tracing or
     export. Each context starts new chains, so a forward run in one context is one chain per Linear."""
-    if not enabled or _not_eager() or not torch.is_grad_enabled():
+    if not enabled or capturing_graph() or not torch.is_grad_enabled():
         yield
         return
     stack = _active.__dict__.setdefault("chains", [])

@@ -176,6 +176,13 @@ def _check_values(name: str, value: torch.Tensor) -> None:
         )
 
 
+def capturing_graph() -> bool:
+    """Whether this runs under ``torch.compile``, tracing (``torch.jit.trace``) or export: the modes that capture a
+    graph, which want functional ops and choose their own casts and recomputation. The eager-only paths (in-place
+    overwrites, recomputed activations, shared casts, chained weight gradients) step aside under them."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast runs in on ``device_type``, or None where it is off (or has no autocast, as "meta")."""
     try:
