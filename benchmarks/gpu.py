@@ -17,13 +17,21 @@ the shapes allow), transformers' Perceiver its own matrix-product attention.
 ``--tiny`` shrinks every row (small latents, small inputs) so that the script runs on the CPU in seconds: what the
 tests run, so that the script is ready for the day a GPU is lent. The whole GPU run is sized for under 8 minutes on
 one large card (``--steps 10``).
+
+It runs once, unattended, on a borrowed card whose torch and transformers may differ from ours: an implementation
+that fails (out of memory or any other error) is recorded in its row with the error and the run goes on, and the
+``.json`` is rewritten after every row, so a run stopped early still leaves the rows it finished (re-render them with
+``--from-json``). From the repository root, without installing: ``PYTHONPATH=src PYTHONUNBUFFERED=1 python3
+benchmarks/gpu.py --out OUT_DIR``.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -122,22 +130,40 @@ def card_peak(device: torch.device, override: float | None) -> tuple[str, float 
     return name, peak * 1e12 if peak else None
 
 
+def failure(error: BaseException) -> dict[str, str]:
+    """An implementation's entry when it could not run: the error in the table, its traceback on stderr."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return {"error": "out of memory"}
+    traceback.print_exception(error, file=sys.stderr)
+    first_line = str(error).splitlines()[0][:160] if str(error) else ""
+    return {"error": f"{type(error).__name__}: {first_line}".replace("|", "/")}  # a table cell
+
+
 def run_row(row: dict[str, Any], device: torch.device, warmup: int, steps: int) -> dict[str, Any]:
+    """One row: both implementations' steps (:func:`measure_impl`) and the step's FLOPs; a part that fails is
+    recorded as ``{"error": ...}`` (:func:`failure`) and the rest still runs."""
     from perceiver_io.flops import count_flops
 
-    built = build_row(row, device)
+    result: dict[str, Any] = {"name": row["name"], "batch": row["batch"]}
+    try:
+        built = build_row(row, device)
+    except Exception as error:  # noqa: BLE001 - one broken row must not cost the others their device time
+        return {**result, "inputs": 0, "step_flops": 0, "ours": failure(error), "transformers": failure(error)}
     ours, theirs, args, kwargs = built["ours"], built["theirs"], built["args"], built["kwargs"]
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        forward_flops = count_flops(ours, *args)
-    result = {"name": row["name"], "batch": row["batch"], "inputs": built["per_sample"] * row["batch"],
-              "step_flops": 3 * forward_flops}
+    result["inputs"] = built["per_sample"] * row["batch"]
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            result["step_flops"] = 3 * count_flops(ours, *args)
+    except Exception as error:  # noqa: BLE001
+        failure(error)
+        result["step_flops"] = 0  # no TFLOP/s or MFU for this row
     calls = {"ours": (ours, lambda: ours(*args)), "transformers": (theirs, lambda: theirs(**kwargs).logits)}
     for impl, (model, call) in calls.items():
         m.progress(f"{row['name']}: {impl} ...")
         try:
             result[impl] = measure_impl(model, call, device, warmup, steps)
-        except torch.OutOfMemoryError:
-            result[impl] = {"error": "out of memory"}
+        except Exception as error:  # noqa: BLE001
+            result[impl] = failure(error)
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -162,7 +188,7 @@ def render(raw: dict[str, Any]) -> str:
             if "error" in o:
                 table.append([r["name"], impl, str(r["batch"]), o["error"], "", "", "", "", "", ""])
                 continue
-            tflops = r["step_flops"] / o["step_s"] / 1e12
+            flops = r["step_flops"]
             mem = f"{o['peak_bytes'] / 2**30:.2f}" if o["peak_bytes"] is not None else "n/a"
             ratio_t = ratio_m = ""
             if impl == "ours" and "error" not in theirs:
@@ -170,8 +196,8 @@ def render(raw: dict[str, Any]) -> str:
                 if o["peak_bytes"] and theirs["peak_bytes"]:
                     ratio_m = f"{theirs['peak_bytes'] / o['peak_bytes']:.2f}x"
             table.append([r["name"], impl, str(r["batch"]), f"{o['step_s'] * 1e3:.1f}",
-                          f"{r['inputs'] / o['step_s']:,.0f}", mem, f"{tflops:.1f}",
-                          f"{r['step_flops'] / o['step_s'] / peak:.1%}" if peak else "n/a", ratio_t, ratio_m])
+                          f"{r['inputs'] / o['step_s']:,.0f}", mem, f"{flops / o['step_s'] / 1e12:.1f}" if flops else "n/a",
+                          f"{flops / o['step_s'] / peak:.1%}" if peak and flops else "n/a", ratio_t, ratio_m])
     return "\n".join(lines + [m.markdown_table(header, table)])
 
 
@@ -193,10 +219,14 @@ def main(argv: list[str] | None = None) -> None:
     card, peak = card_peak(device, args.peak_tflops)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    results = [run_row(r, device, args.warmup, args.steps) for r in rows]
+    stem = "gpu-tiny" if args.tiny else "gpu"
     raw = {"env": m.environment(args.threads), "card": card, "peak_flops": peak, "tiny": args.tiny,
-           "steps": args.steps, "warmup": args.warmup, "rows": results}
-    m.finish(args.out, "gpu-tiny" if args.tiny else "gpu", raw, render)
+           "steps": args.steps, "warmup": args.warmup, "rows": []}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        raw["rows"].append(run_row(r, device, args.warmup, args.steps))
+        (args.out / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")  # what a stopped run leaves
+    m.finish(args.out, stem, raw, render)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,31 @@ def test_gpu_script_runs_its_tiny_rows_on_the_cpu(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "need one (--tiny" in refused.stderr
 
 
+def test_gpu_script_records_a_failing_implementation_and_measures_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a borrowed card one failing implementation (transformers' port of another version, say) must not cost the
+    other its row: the error goes into the table, ours is still timed."""
+    import gpu
+
+    measured = gpu.measure_impl
+
+    def transformers_fails(model: nn.Module, *args: object) -> dict:
+        if type(model).__module__.startswith("transformers"):
+            raise RuntimeError("no kernel image is available | for execution")
+        return measured(model, *args)
+
+    monkeypatch.setattr(gpu, "measure_impl", transformers_fails)
+    torch.set_num_threads(1)
+    row = dict(gpu.ROWS[0], **gpu.TINY["imagenet_fourier"])
+    result = gpu.run_row(row, torch.device("cpu"), warmup=0, steps=1)
+    assert result["transformers"] == {"error": "RuntimeError: no kernel image is available / for execution"}
+    assert result["ours"]["step_s"] > 0 and result["step_flops"] > 0
+    raw = {"env": {"date": "d", "command": "c", "torch": "t", "transformers": "t"}, "card": "CPU", "peak_flops": None,
+           "warmup": 0, "steps": 1, "tiny": True, "rows": [result]}
+    cells = [line.split("|")[1:5] for line in gpu.render(raw).splitlines() if line.startswith("| imagenet")]
+    assert [c[1].strip() for c in cells] == ["ours", "transformers"]
+    assert cells[1][3].strip() == "RuntimeError: no kernel image is available / for execution"
+
+
 def test_decode_memory_quick_run_decodes_every_row_to_the_same_output(tmp_path: Path) -> None:
     """benchmarks/decode_memory.py --quick: the paper's multimodal decoder on 20,000 queries, three ways, each output
     bitwise equal to the decode without overwrites, and transformers' decoder with the same weights beside them."""
