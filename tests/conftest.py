@@ -19,6 +19,15 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def recompute_every_activation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recompute marked activations of any size: the tests' layers are far below the size from which the library
+    recomputes them (``core.recompute.MIN_ELEMENTS``), and these tests are about the recomputation itself."""
+    from perceiver_io.core import recompute
+
+    monkeypatch.setattr(recompute, "MIN_ELEMENTS", 0)
+
+
 def small_image_classifier_config(image_shape=(3, 8, 10), num_classes=7, **encoder_overrides) -> PerceiverIOConfig:
     c, h, w = image_shape
     encoder = dict(

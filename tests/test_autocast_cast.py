@@ -17,6 +17,8 @@ from perceiver_io.core.autocast import autocast_target, cast_for_readers
 
 from conftest import assert_bitwise_equal, attention_layer_inputs, attention_layer_step, attention_layers
 
+pytestmark = pytest.mark.usefixtures("recompute_every_activation")
+
 
 def autocasts_own_casts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The reference: every Linear casts its input itself, the residual sum is plain and kept."""

@@ -14,9 +14,13 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from perceiver_io.core import (
     CrossAttentionLayer, EncoderConfig, PerceiverEncoder, SelfAttentionLayer, set_recompute_activations,
 )
+from perceiver_io.core import recompute
 from perceiver_io.core.recompute import recomputable, recomputing_cheap_activations
 
 from conftest import assert_bitwise_equal, attention_layer_inputs, attention_layer_step, attention_layers
+
+pytestmark = pytest.mark.usefixtures("recompute_every_activation")
+LIBRARY_MIN_ELEMENTS = recompute.MIN_ELEMENTS  # read before the fixture lowers it
 
 
 @pytest.mark.parametrize("name", list(attention_layers()))
@@ -51,6 +55,20 @@ def test_layer_norm_and_gelu_outputs_are_not_kept_for_the_backward():
                                                                          "mlp.1": False}
     set_recompute_activations(layer, False)
     assert all(outputs_alive_after_forward(layer, torch.randn(2, 6, 16)).values())
+
+
+def test_activations_below_the_size_threshold_are_kept_and_those_above_recomputed(monkeypatch):
+    """With the library's threshold (not this file's 0): a small layer keeps its activations (recomputing them would
+    save next to nothing and cost a share of a small model's step), one whose activations reach the threshold does
+    not, and one element under it keeps them again. The paper-size image latents (512 x 1024) are above it."""
+    assert 512 * 1024 >= LIBRARY_MIN_ELEMENTS and LIBRARY_MIN_ELEMENTS % 32 == 0
+    monkeypatch.setattr(recompute, "MIN_ELEMENTS", LIBRARY_MIN_ELEMENTS)
+    layer = SelfAttentionLayer(16, num_heads=2)
+    assert all(outputs_alive_after_forward(layer, torch.randn(2, 6, 16)).values())
+    at_threshold = torch.randn(2, LIBRARY_MIN_ELEMENTS // 32, 16)
+    assert outputs_alive_after_forward(layer, at_threshold) == {"norm": False, "mlp_norm": False, "mlp.1": False}
+    monkeypatch.setattr(recompute, "MIN_ELEMENTS", LIBRARY_MIN_ELEMENTS + 1)
+    assert all(outputs_alive_after_forward(layer, at_threshold).values())
 
 
 def test_other_saved_tensor_hooks_take_precedence_and_checkpointing_keeps_the_gradients():
