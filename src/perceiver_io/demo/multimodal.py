@@ -33,7 +33,7 @@ MULTIMODAL_DATA: dict[str, Any] = dict(num_frames=8, image_size=32, audio_sample
 """``SyntheticClipsDataModule`` arguments (besides ``seed`` and ``num_train = steps x batch size``: one epoch)."""
 MULTIMODAL_TASK: dict[str, Any] = dict(
     preset="multimodal_autoencoding_small", overrides={"num_latents": 64}, output_points={"image": 1024, "audio": 16},
-    loss_weights={"image": 1.0, "audio": 1.0, "label": 0.1}, reconstruction_loss="l2", label_mask_fraction=0.5,
+    loss_weights={"image": 1.0, "audio": 1.0, "label": 0.01}, reconstruction_loss="l2", label_mask_fraction=0.5,
     eval_chunk_size=4096, optimizer="adamw", lr=2e-3, weight_decay=0.01, schedule="warmup_cosine",
     warmup_fraction=0.05, max_grad_norm=1.0,
 )
