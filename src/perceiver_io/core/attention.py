@@ -448,7 +448,8 @@ class CrossAttentionLayer(nn.Module):
     """``x = [q +] Attn(LN(q), LN(kv))``, then ``x = x + MLP(LN(x))``; output has the query's channels.
 
     ``recompute_activations`` (on by default; :func:`set_recompute_activations`): in training the LayerNorm and
-    GELU outputs, which the Linears after them would keep for the backward, are recomputed there instead, and so,
+    GELU outputs (of at least ``core.recompute.MIN_ELEMENTS`` elements: smaller ones save next to no memory), which
+    the Linears after them would keep for the backward, are recomputed there instead, and so,
     under autocast, are their bf16 casts (one per input, :func:`~perceiver_io.core.autocast.cast_for_readers`) and
     the fp32 residual sums of bf16 attention outputs (:func:`residual_add`) (:mod:`~perceiver_io.core.recompute`;
     bitwise the same gradients; one elementwise pass each in the backward: about 3% of the paper-size image step in
