@@ -155,7 +155,7 @@ def run_row(row: dict[str, Any], device: torch.device, warmup: int, steps: int) 
         with torch.autocast(device.type, dtype=torch.bfloat16):
             result["step_flops"] = 3 * count_flops(ours, *args)
     except Exception as error:  # noqa: BLE001
-        failure(error)
+        traceback.print_exception(error, file=sys.stderr)
         result["step_flops"] = 0  # no TFLOP/s or MFU for this row
     calls = {"ours": (ours, lambda: ours(*args)), "transformers": (theirs, lambda: theirs(**kwargs).logits)}
     for impl, (model, call) in calls.items():

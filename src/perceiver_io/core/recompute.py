@@ -16,7 +16,8 @@ Only tensors of at least :data:`MIN_ELEMENTS` elements are marked: recomputing a
 and costs a Python call and a small op in the backward, which in a small model is a large share of the step (the
 digits demo's training step took 12% longer with every activation recomputed, a stack of four 256-channel
 self-attention layers 15-18% at 16-32 k elements per activation; measured with one-off scripts, 2026-12-03).
-Every activation of the paper-size models is larger than the threshold (the image latents ``512 x 1024``).
+The paper-size models' layer activations are above it (the image latents ``512 x 1024`` are ``2**19`` elements);
+a class query's one row (``1 x 1024``) is not, and stays kept (4 KiB).
 """
 
 from __future__ import annotations
