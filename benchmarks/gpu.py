@@ -148,7 +148,8 @@ def run_row(row: dict[str, Any], device: torch.device, warmup: int, steps: int) 
     try:
         built = build_row(row, device)
     except Exception as error:  # noqa: BLE001 - one broken row must not cost the others their device time
-        return {**result, "inputs": 0, "step_flops": 0, "ours": failure(error), "transformers": failure(error)}
+        entry = failure(error)  # one traceback on stderr, the same cell for both implementations
+        return {**result, "inputs": 0, "step_flops": 0, "ours": entry, "transformers": entry}
     ours, theirs, args, kwargs = built["ours"], built["theirs"], built["args"], built["kwargs"]
     result["inputs"] = built["per_sample"] * row["batch"]
     try:
@@ -196,7 +197,8 @@ def render(raw: dict[str, Any]) -> str:
                 if o["peak_bytes"] and theirs["peak_bytes"]:
                     ratio_m = f"{theirs['peak_bytes'] / o['peak_bytes']:.2f}x"
             table.append([r["name"], impl, str(r["batch"]), f"{o['step_s'] * 1e3:.1f}",
-                          f"{r['inputs'] / o['step_s']:,.0f}", mem, f"{flops / o['step_s'] / 1e12:.1f}" if flops else "n/a",
+                          f"{r['inputs'] / o['step_s']:,.0f}", mem,
+                          f"{flops / o['step_s'] / 1e12:.1f}" if flops else "n/a",
                           f"{flops / o['step_s'] / peak:.1%}" if peak and flops else "n/a", ratio_t, ratio_m])
     return "\n".join(lines + [m.markdown_table(header, table)])
 

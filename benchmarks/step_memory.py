@@ -192,8 +192,8 @@ def render(raw: dict[str, Any]) -> str:
              "",
              *m.env_lines(env, raw["options"], "row time limit"),
              "- memory: per row a fresh worker process; one warm-up step, gradients dropped, one measured step "
-             f"(forward + backward of the sum of the {'flow' if flow else 'logits'}); peak MiB = peak RSS above the RSS before the step "
-             "(weights excluded; gradients and activations included)",
+             f"(forward + backward of the sum of the {'flow' if flow else 'logits'}); peak MiB = peak RSS above the "
+             "RSS before the step (weights excluded; gradients and activations included)",
              ("- seconds: " + "; ".join(f"{p} the median of {len(t['rounds'])} alternating rounds" for p, t in
                                        timing.items() if t) + " (one process per precision, every row's step once "
               "per round, order rotated); time / transformers: median over rounds of the row's step / transformers' "
@@ -207,7 +207,8 @@ def render(raw: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = m.arg_parser(__doc__, row_timeout=600, quick="a shrunken model on small inputs (for the tests)",
-                          rows="comma-separated row names (default: all): " + ", ".join(r["name"] for r in ROWS))
+                          rows="comma-separated row names (default: all): " + ", ".join(r["name"] for r in ROWS)
+                          + "; with --task flow: " + ", ".join(r["name"] for r in FLOW_ROWS))
     parser.add_argument("--task", choices=("image", "flow"), default="image",
                         help="image: imagenet_fourier at 224 x 224 (default); flow: optical_flow at 368 x 496")
     parser.add_argument("--rounds", type=int, default=None,

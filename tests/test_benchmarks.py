@@ -130,7 +130,6 @@ def test_gpu_script_records_a_failing_implementation_and_measures_the_other(monk
         return measured(model, *args)
 
     monkeypatch.setattr(gpu, "measure_impl", transformers_fails)
-    torch.set_num_threads(1)
     row = dict(gpu.ROWS[0], **gpu.TINY["imagenet_fourier"])
     result = gpu.run_row(row, torch.device("cpu"), warmup=0, steps=1)
     assert result["transformers"] == {"error": "RuntimeError: no kernel image is available / for execution"}
